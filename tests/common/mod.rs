@@ -1,0 +1,894 @@
+//! Fixtures shared by kmscodec's integration tests.
+//!
+//! Every external server a test needs (Temporal dev server, OpenBao, moto) is a real binary
+//! installed by `scripts/tools.sh` under `$KMSCODEC_TOOLS/bin`; `./scripts/test.sh` installs them
+//! and sets `KMSCODEC_TOOLS`. A missing tool is a broken test run, never a skip: [`tool`] panics.
+//!
+//! Each fixture listens on a fresh loopback port, keeps its temp dir (and the process's log
+//! file) alive as long as the struct lives, and kills its process when dropped. When a test
+//! panics, the dropped fixtures print the tail of their logs, so the failure shows why.
+//!
+//! Child processes get a private `HOME` inside their temp dir and none of the developer's
+//! `VAULT_*`, `BAO_*`, `AWS_*`, `TEMPORAL_*` or `KMSCODEC_*` variables (so tests never read
+//! `~/.aws`, `~/.vault-token` or a Temporal profile), plus `AWS_EC2_METADATA_DISABLED=true`
+//! (no IMDS probes leave the machine).
+#![allow(dead_code)]
+#![allow(missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How long servers get to become ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Region used with moto (it accepts any).
+pub const AWS_REGION: &str = "us-east-1";
+/// Root token of the OpenBao dev server.
+pub const BAO_ROOT_TOKEN: &str = "root";
+
+/// Environment variable prefixes never inherited by the processes the fixtures start.
+const SCRUBBED_ENV_PREFIXES: &[&str] = &["VAULT_", "BAO_", "AWS_", "TEMPORAL_", "KMSCODEC_"];
+
+// ---------------------------------------------------------------------------------------------
+// Tools and paths
+
+/// The repository root (where Cargo.toml is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `$KMSCODEC_TOOLS`, the dir `scripts/tools.sh` installs into. Panics when unset.
+pub fn tools_dir() -> PathBuf {
+    match std::env::var_os("KMSCODEC_TOOLS") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => panic!(
+            "KMSCODEC_TOOLS is not set: run the tests with ./scripts/test.sh (it installs the test \
+             servers into .tools/ and sets KMSCODEC_TOOLS), or run ./scripts/tools.sh and \
+             `export KMSCODEC_TOOLS=$PWD/.tools` before `cargo test`"
+        ),
+    }
+}
+
+/// `$KMSCODEC_TOOLS/bin/NAME`. Panics when KMSCODEC_TOOLS is unset or the tool is missing.
+pub fn tool(name: &str) -> PathBuf {
+    let path = tools_dir().join("bin").join(name);
+    if !path.exists() {
+        panic!(
+            "test tool {} is missing: run ./scripts/tools.sh (or ./scripts/test.sh), which \
+             installs it",
+            path.display()
+        );
+    }
+    path
+}
+
+/// The kmscodec binary built for this test run.
+pub fn kmscodec_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kmscodec"))
+}
+
+/// A port that was free a moment ago on 127.0.0.1 (bind to port 0, read it, drop the socket).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// A fresh temp dir, panicking on failure.
+pub fn temp_dir(prefix: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("kmscodec-{prefix}-"))
+        .tempdir()
+        .expect("create temp dir")
+}
+
+/// A `Command` for `program` with a hermetic environment: the developer's VAULT_/BAO_/AWS_/
+/// TEMPORAL_/KMSCODEC_ variables removed, `HOME=home` (created if missing) and
+/// `AWS_EC2_METADATA_DISABLED=true`.
+pub fn hermetic_command(program: impl AsRef<OsStr>, home: &Path) -> Command {
+    fs::create_dir_all(home).expect("create HOME dir");
+    let mut cmd = Command::new(program);
+    for (key, _) in std::env::vars_os() {
+        if let Some(k) = key.to_str()
+            && SCRUBBED_ENV_PREFIXES.iter().any(|p| k.starts_with(p))
+        {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("HOME", home)
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    cmd
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/// A child process killed (SIGKILL) and reaped on drop, with stdout and stderr in one log file.
+pub struct ChildGuard {
+    name: String,
+    child: Child,
+    log_path: PathBuf,
+    exited: Option<ExitStatus>,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd` with stdin from /dev/null and stdout+stderr appended to `log_dir/NAME.log`.
+    pub fn spawn(name: &str, mut cmd: Command, log_dir: &Path) -> ChildGuard {
+        fs::create_dir_all(log_dir).expect("create log dir");
+        let log_path = log_dir.join(format!("{name}.log"));
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", log_path.display()));
+        let log_err = log.try_clone().expect("clone log file handle");
+        cmd.stdin(Stdio::null()).stdout(log).stderr(log_err);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        ChildGuard {
+            name: name.to_string(),
+            child,
+            log_path,
+            exited: None,
+        }
+    }
+
+    /// The process's name as given to [`ChildGuard::spawn`].
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the process printed so far (stdout and stderr interleaved).
+    pub fn log(&self) -> String {
+        match fs::read(&self.log_path) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) => format!("<cannot read {}: {e}>", self.log_path.display()),
+        }
+    }
+
+    /// The last `lines` lines of [`ChildGuard::log`].
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Path of the log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The underlying process.
+    pub fn child_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// `Some(status)` once the process has exited (does not block).
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().expect("try_wait");
+        }
+        self.exited
+    }
+
+    /// Polls `ready` every 100 ms until it returns true. Panics with `what` and the log tail if
+    /// the process exits first or `timeout` passes.
+    pub fn wait_ready(&mut self, what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+        let start = Instant::now();
+        loop {
+            if ready() {
+                return;
+            }
+            if let Some(status) = self.try_exit() {
+                panic!(
+                    "{} exited ({status}) before {what}; log {}:\n{}",
+                    self.name,
+                    self.log_path.display(),
+                    self.log_tail(80)
+                );
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what} ({}); log {}:\n{}",
+                    self.name,
+                    self.log_path.display(),
+                    self.log_tail(80)
+                );
+            }
+            sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL and reap (idempotent).
+    pub fn kill(&mut self) {
+        if self.try_exit().is_none() {
+            let _ = self.child.kill();
+            self.exited = self.child.wait().ok();
+        }
+    }
+
+    /// Sends SIGTERM (through `kill -TERM`) and waits up to `timeout` for the exit status;
+    /// SIGKILLs and panics if the process is still running then.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        if let Some(status) = self.try_exit() {
+            return status;
+        }
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.id().to_string())
+            .status()
+            .expect("run kill -TERM");
+        assert!(sent.success(), "kill -TERM {} failed", self.id());
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(status) = self.try_exit() {
+                return status;
+            }
+            sleep(Duration::from_millis(50));
+        }
+        self.kill();
+        panic!(
+            "{} did not exit within {timeout:?} of SIGTERM; log:\n{}",
+            self.name,
+            self.log_tail(80)
+        );
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "----- {} (pid {}) log tail, {} -----\n{}\n----- end of {} log -----",
+                self.name,
+                self.child.id(),
+                self.log_path.display(),
+                self.log_tail(60),
+                self.name
+            );
+        }
+        self.kill();
+    }
+}
+
+/// Polls `f` every 100 ms until it returns true; panics naming `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        sleep(Duration::from_millis(100));
+    }
+}
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// stdout and stderr, for assertion messages.
+    pub fn both(&self) -> String {
+        format!(
+            "exit: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `cmd` to completion (stdin from /dev/null), killing it and panicking after `timeout`.
+pub fn run(mut cmd: Command, timeout: Duration) -> Output {
+    let dir = temp_dir("run");
+    let out_path = dir.path().join("stdout");
+    let err_path = dir.path().join("stderr");
+    cmd.stdin(Stdio::null())
+        .stdout(File::create(&out_path).expect("create stdout file"))
+        .stderr(File::create(&err_path).expect("create stderr file"));
+    let desc = format!("{cmd:?}");
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {desc}: {e}"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{desc} did not finish within {timeout:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                String::from_utf8_lossy(&fs::read(&out_path).unwrap_or_default()),
+                String::from_utf8_lossy(&fs::read(&err_path).unwrap_or_default())
+            );
+        }
+        sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: String::from_utf8_lossy(&fs::read(&out_path).unwrap_or_default()).into_owned(),
+        stderr: String::from_utf8_lossy(&fs::read(&err_path).unwrap_or_default()).into_owned(),
+    }
+}
+
+/// Like [`run`], panicking (with both outputs) unless the command exits 0; returns stdout.
+pub fn run_ok(cmd: Command, timeout: Duration) -> String {
+    let desc = format!("{cmd:?}");
+    let out = run(cmd, timeout);
+    assert!(out.status.success(), "{desc} failed\n{}", out.both());
+    out.stdout
+}
+
+// ---------------------------------------------------------------------------------------------
+// Blocking HTTP/1.0 over std (usable outside tokio)
+
+/// A response read by [`http_request`].
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as (lossy) UTF-8.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Splits `http://host[:port][/path]` into (authority with port, path).
+fn split_http_url(url: &str) -> std::io::Result<(String, String)> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("not an http:// URL: {url}"),
+        )
+    })?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let authority = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    Ok((authority, path.to_string()))
+}
+
+/// One blocking HTTP/1.0 request (connection closed after it; 2 s connect and 10 s I/O
+/// timeouts). `Host` and `Content-Length` are added.
+pub fn http_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpResponse> {
+    let (authority, path) = split_http_url(url)?;
+    let addr = authority.to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no address for {authority}"),
+        )
+    })?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {authority}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    stream.write_all(req.as_bytes())?;
+    stream.write_all(body)?;
+    stream.flush()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let bad = |msg: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_string());
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("response has no end of headers"))?;
+    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .filter(|_| status_line.starts_with("HTTP/"))
+        .ok_or_else(|| bad(&format!("bad status line: {status_line:?}")))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: raw[head_end + 4..].to_vec(),
+    })
+}
+
+/// GET `url` with HTTP/1.0 over a std TcpStream; the status code, or None when unreachable.
+pub fn http_status(url: &str) -> Option<u16> {
+    http_request("GET", url, &[], b"").ok().map(|r| r.status)
+}
+
+/// True when GET `url` answers 200.
+pub fn http_ok(url: &str) -> bool {
+    http_status(url) == Some(200)
+}
+
+/// True when something accepts TCP connections on 127.0.0.1:port.
+pub fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).is_ok()
+}
+
+/// A reqwest client for loopback tests: no proxy from the environment, 30 s timeout.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("build reqwest client")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Temporal dev server
+
+/// `temporal server start-dev` on 127.0.0.1 with a SQLite file in its own temp dir.
+pub struct Temporal {
+    pub guard: ChildGuard,
+    /// Frontend gRPC port.
+    pub port: u16,
+    /// Web UI port (nothing listens there when started headless).
+    pub ui_port: u16,
+    /// `127.0.0.1:PORT`, for `--address` and SDK clients.
+    pub address: String,
+    dir: TempDir,
+}
+
+impl Temporal {
+    /// Starts the dev server and waits (60 s) until `temporal operator namespace describe -n
+    /// default` answers. Without `ui_codec_endpoint` it runs `--headless`; with one it serves
+    /// the Web UI on `ui_port` with `--ui-codec-endpoint URL --ui-disable-news-fetch`.
+    pub fn start(ui_codec_endpoint: Option<&str>) -> Temporal {
+        let dir = temp_dir("temporal");
+        let (port, ui_port) = (free_port(), free_port());
+        let address = format!("127.0.0.1:{port}");
+        let mut cmd = hermetic_command(tool("temporal"), &dir.path().join("home"));
+        cmd.args(["server", "start-dev", "--ip", "127.0.0.1"])
+            .args(["--port", &port.to_string()])
+            .args(["--ui-port", &ui_port.to_string()])
+            // Both default to random free ports; pin them so nothing lands on a guessed port.
+            .args(["--http-port", &free_port().to_string()])
+            .args(["--metrics-port", &free_port().to_string()])
+            .arg("--db-filename")
+            .arg(dir.path().join("t.db"))
+            .args(["--log-level", "error"]);
+        match ui_codec_endpoint {
+            None => {
+                cmd.arg("--headless");
+            }
+            Some(url) => {
+                cmd.args(["--ui-codec-endpoint", url, "--ui-disable-news-fetch"]);
+            }
+        }
+        let mut guard = ChildGuard::spawn("temporal", cmd, dir.path());
+        let home = dir.path().join("home");
+        guard.wait_ready(
+            "temporal dev server: namespace default described",
+            READY_TIMEOUT,
+            || {
+                if !port_open(port) {
+                    return false;
+                }
+                let mut c = hermetic_command(tool("temporal"), &home);
+                c.args(["operator", "namespace", "describe", "-n", "default"])
+                    .args(["--address", &format!("127.0.0.1:{port}")])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                c.status().is_ok_and(|s| s.success())
+            },
+        );
+        if ui_codec_endpoint.is_some() {
+            let ui = format!("http://127.0.0.1:{ui_port}/");
+            guard.wait_ready("temporal web UI", READY_TIMEOUT, || http_ok(&ui));
+        }
+        Temporal {
+            guard,
+            port,
+            ui_port,
+            address,
+            dir,
+        }
+    }
+
+    /// `http://127.0.0.1:UI_PORT`.
+    pub fn ui_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ui_port)
+    }
+
+    /// The server's temp dir (database, log, HOME of the CLI).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A `temporal` CLI command with `args` followed by `--address 127.0.0.1:PORT`, hermetic
+    /// environment (no TEMPORAL_* variables, private HOME).
+    pub fn cli(&self, args: &[&str]) -> Command {
+        let mut cmd = hermetic_command(tool("temporal"), &self.dir.path().join("home"));
+        cmd.args(args).args(["--address", &self.address]);
+        cmd
+    }
+
+    /// Runs [`Temporal::cli`] (60 s limit), panicking unless it exits 0; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        run_ok(self.cli(args), Duration::from_secs(60))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenBao
+
+/// `bao server -dev` (in-memory, unsealed, root token [`BAO_ROOT_TOKEN`]).
+pub struct OpenBao {
+    pub guard: ChildGuard,
+    pub port: u16,
+    pub token: String,
+    dir: TempDir,
+}
+
+impl OpenBao {
+    /// Starts the dev server; ready when `GET /v1/sys/health` answers 200.
+    pub fn start() -> OpenBao {
+        let dir = temp_dir("openbao");
+        let port = free_port();
+        // HOME is private: the dev server writes ~/.vault-token.
+        let mut cmd = hermetic_command(tool("bao"), &dir.path().join("home"));
+        cmd.args(["server", "-dev"])
+            .arg(format!("-dev-root-token-id={BAO_ROOT_TOKEN}"))
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"));
+        let mut guard = ChildGuard::spawn("openbao", cmd, dir.path());
+        let health = format!("http://127.0.0.1:{port}/v1/sys/health");
+        guard.wait_ready("openbao /v1/sys/health 200", READY_TIMEOUT, || {
+            http_ok(&health)
+        });
+        OpenBao {
+            guard,
+            port,
+            token: BAO_ROOT_TOKEN.to_string(),
+            dir,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A `bao` CLI command talking to this server as root (BAO_ADDR/BAO_TOKEN set).
+    pub fn cli(&self, args: &[&str]) -> Command {
+        let mut cmd = hermetic_command(tool("bao"), &self.dir.path().join("home"));
+        cmd.args(args)
+            .env("BAO_ADDR", self.addr())
+            .env("BAO_TOKEN", &self.token);
+        cmd
+    }
+
+    /// Runs [`OpenBao::cli`] (30 s limit), panicking unless it exits 0; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        run_ok(self.cli(args), Duration::from_secs(30))
+    }
+
+    /// `bao secrets enable transit`.
+    pub fn enable_transit(&self) {
+        self.cli_ok(&["secrets", "enable", "transit"]);
+    }
+
+    /// `bao write -f transit/keys/NAME` (aes256-gcm96).
+    pub fn create_transit_key(&self, name: &str) {
+        self.cli_ok(&["write", "-f", &format!("transit/keys/{name}")]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// moto (AWS KMS mock)
+
+/// `moto_server` on 127.0.0.1: accepts any region and static credentials.
+pub struct Moto {
+    pub guard: ChildGuard,
+    pub port: u16,
+    dir: TempDir,
+}
+
+impl Moto {
+    /// Starts moto; ready when `GET /moto-api/` answers 200.
+    pub fn start() -> Moto {
+        let dir = temp_dir("moto");
+        let port = free_port();
+        let mut cmd = hermetic_command(tool("moto_server"), &dir.path().join("home"));
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let mut guard = ChildGuard::spawn("moto", cmd, dir.path());
+        let api = format!("http://127.0.0.1:{port}/moto-api/");
+        guard.wait_ready("moto_server /moto-api/ 200", READY_TIMEOUT, || {
+            http_ok(&api)
+        });
+        Moto { guard, port, dir }
+    }
+
+    /// `http://127.0.0.1:PORT`, the endpoint URL for the AWS SDK.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Environment for a process that should use this moto through the AWS SDK's default
+    /// chain: static credentials, [`AWS_REGION`], `AWS_ENDPOINT_URL`, IMDS disabled.
+    pub fn aws_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "testing".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
+            ("AWS_REGION", AWS_REGION.to_string()),
+            ("AWS_ENDPOINT_URL", self.url()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+        ]
+    }
+
+    /// Calls a KMS action (`TrentService.<action>`) with a JSON body; panics unless 200.
+    /// moto does not check signatures: only the credential scope (region, service) is sent.
+    pub fn kms(&self, action: &str, body: &serde_json::Value) -> serde_json::Value {
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/{AWS_REGION}/kms/aws4_request, \
+             SignedHeaders=host, Signature=0"
+        );
+        let target = format!("TrentService.{action}");
+        let resp = http_request(
+            "POST",
+            &format!("{}/", self.url()),
+            &[
+                ("Authorization", auth.as_str()),
+                ("X-Amz-Target", target.as_str()),
+                ("Content-Type", "application/x-amz-json-1.1"),
+            ],
+            body.to_string().as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("moto KMS {action}: {e}"));
+        assert_eq!(resp.status, 200, "moto KMS {action}: {}", resp.text());
+        serde_json::from_slice(&resp.body)
+            .unwrap_or_else(|e| panic!("moto KMS {action}: bad JSON ({e}): {}", resp.text()))
+    }
+
+    /// Creates a symmetric KMS key; returns its ARN
+    /// (`arn:aws:kms:us-east-1:123456789012:key/<uuid>`).
+    pub fn create_kms_key(&self, description: &str) -> String {
+        let out = self.kms(
+            "CreateKey",
+            &serde_json::json!({ "Description": description }),
+        );
+        out["KeyMetadata"]["Arn"]
+            .as_str()
+            .unwrap_or_else(|| panic!("moto CreateKey: no KeyMetadata.Arn in {out}"))
+            .to_string()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// kmscodec itself
+
+/// `kmscodec serve --listen 127.0.0.1:PORT --data-dir DIR [--config FILE] [extra args]`.
+pub struct Kmscodec {
+    pub guard: ChildGuard,
+    pub port: u16,
+    launch: KmscodecLaunch,
+    dir: TempDir,
+}
+
+/// What [`Kmscodec`] starts, kept for [`Kmscodec::restart`].
+struct KmscodecLaunch {
+    port: u16,
+    home: PathBuf,
+    data_dir: PathBuf,
+    config_path: Option<PathBuf>,
+    extra_args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl KmscodecLaunch {
+    fn command(&self) -> Command {
+        let mut cmd = hermetic_command(kmscodec_bin(), &self.home);
+        cmd.arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .arg("--data-dir")
+            .arg(&self.data_dir);
+        if let Some(path) = &self.config_path {
+            cmd.arg("--config").arg(path);
+        }
+        cmd.args(&self.extra_args);
+        if std::env::var_os("RUST_BACKTRACE").is_none() {
+            cmd.env("RUST_BACKTRACE", "1");
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Spawns the process and waits until its port accepts connections.
+    fn spawn(&self, log_dir: &Path) -> ChildGuard {
+        let mut guard = ChildGuard::spawn("kmscodec", self.command(), log_dir);
+        let port = self.port;
+        guard.wait_ready("kmscodec listening", READY_TIMEOUT, || port_open(port));
+        guard
+    }
+}
+
+impl Kmscodec {
+    /// No config file, no extra arguments; waits for `GET /readyz` 200.
+    pub fn start() -> Kmscodec {
+        Kmscodec::start_full(None, &[], &[])
+    }
+
+    /// With an optional config file (written to the temp dir) and extra `serve` arguments;
+    /// waits for `GET /readyz` 200.
+    pub fn start_with(config_toml: Option<&str>, extra_args: &[&str]) -> Kmscodec {
+        Kmscodec::start_full(config_toml, extra_args, &[])
+    }
+
+    /// [`Kmscodec::start_with`] plus environment variables (e.g. [`Moto::aws_env`]).
+    pub fn start_full(
+        config_toml: Option<&str>,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Kmscodec {
+        let mut k = Kmscodec::spawn(config_toml, extra_args, env);
+        k.wait_ready(READY_TIMEOUT);
+        k
+    }
+
+    /// Starts the process and waits only until its port accepts connections (so a test can
+    /// look at a server that is not ready). Panics if it exits first.
+    pub fn spawn(config_toml: Option<&str>, extra_args: &[&str], env: &[(&str, &str)]) -> Kmscodec {
+        let dir = temp_dir("kmscodec");
+        let data_dir = dir.path().join("data");
+        fs::create_dir_all(&data_dir).expect("create data dir");
+        fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700)).expect("chmod data dir");
+        let config_path = config_toml.map(|toml| {
+            let path = dir.path().join("kmscodec.toml");
+            fs::write(&path, toml).expect("write config file");
+            path
+        });
+        let launch = KmscodecLaunch {
+            port: free_port(),
+            home: dir.path().join("home"),
+            data_dir,
+            config_path,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let guard = launch.spawn(dir.path());
+        Kmscodec {
+            guard,
+            port: launch.port,
+            launch,
+            dir,
+        }
+    }
+
+    /// Waits until `GET /readyz` answers 200 (panics with the log on timeout or exit).
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let readyz = format!("{}/readyz", self.url());
+        self.guard
+            .wait_ready("kmscodec GET /readyz 200", timeout, || http_ok(&readyz));
+    }
+
+    /// Kills the process (SIGKILL) and starts it again with the same port, data dir, config,
+    /// arguments and environment; waits for `/readyz`. The log file is appended to.
+    pub fn restart(&mut self) {
+        self.guard.kill();
+        self.guard = self.launch.spawn(self.dir.path());
+        self.wait_ready(READY_TIMEOUT);
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The `--data-dir` (mode 0700, inside the fixture's temp dir).
+    pub fn data_dir(&self) -> &Path {
+        &self.launch.data_dir
+    }
+
+    /// The `--config` file, when one was given.
+    pub fn config_path(&self) -> Option<&Path> {
+        self.launch.config_path.as_deref()
+    }
+
+    /// The fixture's temp dir (data dir, config, log, HOME).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A `kmscodec` command (any subcommand) with a hermetic environment and HOME under `home`.
+pub fn kmscodec_cmd(home: &Path, args: &[&str]) -> Command {
+    let mut cmd = hermetic_command(kmscodec_bin(), home);
+    cmd.args(args);
+    cmd
+}
+
+// ---------------------------------------------------------------------------------------------
+// Python SDK end to end
+
+/// Runs `tests/e2e/python_workflow.py` with `.tools/bin/python`: a GreetingWorkflow whose
+/// payloads go through `codec_endpoint` (`None`: the SDK's default converter, no codec).
+/// `Ok(result)` is the workflow's result ("Hello, INPUT!"); `Err` holds the script's output.
+pub fn python_workflow(
+    temporal: &Temporal,
+    codec_endpoint: Option<&str>,
+    workflow_id: &str,
+    input: &str,
+) -> Result<String, String> {
+    let home = temporal.dir().join("home");
+    let mut cmd = hermetic_command(tool("python"), &home);
+    cmd.arg(repo_root().join("tests/e2e/python_workflow.py"))
+        .args(["--address", &temporal.address])
+        .args(["--namespace", "default"])
+        .args(["--task-queue", &format!("tq-{workflow_id}")])
+        .args(["--workflow-id", workflow_id])
+        .args(["--input", input])
+        .args(["--timeout", "60"]);
+    match codec_endpoint {
+        Some(url) => cmd.args(["--codec-endpoint", url]),
+        None => cmd.arg("--no-codec"),
+    };
+    let out = run(cmd, Duration::from_secs(120));
+    if !out.status.success() {
+        return Err(out.both());
+    }
+    let line = out.stdout.lines().rev().find(|l| l.starts_with('{'));
+    let parsed: Option<serde_json::Value> = line.and_then(|l| serde_json::from_str(l).ok());
+    match parsed.as_ref().and_then(|v| v["result"].as_str()) {
+        Some(result) => Ok(result.to_string()),
+        None => Err(format!("no {{\"result\": ...}} line\n{}", out.both())),
+    }
+}
