@@ -1,0 +1,435 @@
+//! Batch encode and decode of Temporal payloads: which payloads are sealed, which pass through,
+//! and the one table that classifies every failure.
+//!
+//! Transports (HTTP, gRPC, the CLI helpers) call this module and never the key providers. Rules:
+//!
+//! * exactly one output per input, in order; a batch either succeeds whole or fails whole, so a
+//!   caller never gets a partial decode;
+//! * encode seals the *whole serialized Payload* (metadata included) into `data` of a new payload
+//!   whose metadata says `encoding: binary/encrypted` and names the key in `encryption-key-id`;
+//!   payloads whose encoding is listed in `skip_encodings` pass through;
+//! * decode opens only payloads that are `binary/encrypted` *and* start with our magic bytes;
+//!   every other payload (plain JSON, another codec's ciphertext) passes through untouched;
+//! * a payload that claims to be ours but does not open is an input error with one opaque
+//!   message: wrong namespace, wrong key and tampered bytes look the same from outside.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use prost::Message;
+
+use crate::envelope::{self, EnvelopeError};
+use crate::keyring::{ActiveKey, Keyring, KeyringError};
+use crate::keys::ProviderError;
+use crate::payload::{ENCODING_KEY, Payload};
+use crate::secret::DataKey;
+
+/// The `encoding` of a sealed payload (the convention every Temporal sample uses).
+pub const ENCRYPTED_ENCODING: &[u8] = b"binary/encrypted";
+/// The metadata key naming the key that sealed a payload.
+pub const KEY_ID_METADATA: &str = "encryption-key-id";
+
+/// Limits and pass-through rules.
+#[derive(Debug, Clone)]
+pub struct CodecOptions {
+    /// Encodings that encode passes through unsealed.
+    pub skip_encodings: Vec<Vec<u8>>,
+    /// Most payloads in one request.
+    pub max_payloads: usize,
+    /// Largest single payload (data plus metadata), in bytes.
+    pub max_payload_bytes: usize,
+    /// Batches with more bytes than this are sealed or opened on the blocking pool, so that
+    /// small requests on the async workers are not held up behind a large one.
+    pub blocking_threshold_bytes: usize,
+}
+
+impl Default for CodecOptions {
+    fn default() -> Self {
+        Self {
+            skip_encodings: Vec::new(),
+            max_payloads: 10_000,
+            // Temporal's server accepts payloads up to 2 MiB by default; leave room for more.
+            max_payload_bytes: 4 << 20,
+            blocking_threshold_bytes: 256 << 10,
+        }
+    }
+}
+
+/// How decode checks the namespace in each payload's header.
+#[derive(Debug, Clone, Copy)]
+pub enum NamespaceCheck<'a> {
+    /// The caller names the namespace; a payload sealed for another one does not open.
+    Expect(&'a str),
+    /// Trust the header's namespace (local operator tooling only, never a network caller).
+    FromHeader,
+}
+
+/// The class of a failure, which decides the HTTP status and gRPC code (see `server::error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The request or a payload in it is invalid (HTTP 400, gRPC INVALID_ARGUMENT).
+    InvalidInput,
+    /// The request is larger than the limits (HTTP 413, gRPC RESOURCE_EXHAUSTED).
+    TooLarge,
+    /// The namespace has no key, or the key is gone (HTTP 404, gRPC NOT_FOUND).
+    NotFound,
+    /// The key provider refused, or the namespace is decrypt-only (HTTP 403,
+    /// gRPC PERMISSION_DENIED).
+    Forbidden,
+    /// The key provider is unreachable or no key arrived in time; retry (HTTP 503,
+    /// gRPC UNAVAILABLE).
+    Unavailable,
+    /// A bug or broken local state (HTTP 500, gRPC INTERNAL).
+    Internal,
+}
+
+/// Why a batch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The request has more payloads than allowed.
+    #[error("request has {count} payloads; the limit is {limit}")]
+    TooManyPayloads {
+        /// Payloads sent.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// One payload is larger than allowed.
+    #[error("payloads[{index}] is {size} bytes; the limit is {limit}")]
+    PayloadTooLarge {
+        /// Which payload.
+        index: usize,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A payload claims to be ours but does not open. `detail` is for logs only.
+    #[error("payloads[{index}] could not be decrypted")]
+    Undecryptable {
+        /// Which payload.
+        index: usize,
+        /// What went wrong, never shown to callers.
+        detail: String,
+    },
+    /// A payload was sealed with a format version this build cannot read.
+    #[error(
+        "payloads[{index}] uses envelope format version {version}, which this kmscodec does not support"
+    )]
+    UnsupportedVersion {
+        /// Which payload.
+        index: usize,
+        /// The version byte.
+        version: u8,
+    },
+    /// The keyring could not supply a key.
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    /// Something that should not happen.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl CodecError {
+    /// The class deciding the status code.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::TooManyPayloads { .. } | Self::PayloadTooLarge { .. } => ErrorClass::TooLarge,
+            Self::Undecryptable { .. } | Self::UnsupportedVersion { .. } => {
+                ErrorClass::InvalidInput
+            }
+            Self::Internal(_) => ErrorClass::Internal,
+            Self::Keyring(error) => match error {
+                KeyringError::NotConfigured(_) => ErrorClass::NotFound,
+                KeyringError::TooManyNamespaces(_) | KeyringError::Timeout(_) => {
+                    ErrorClass::Unavailable
+                }
+                KeyringError::WrongProvider { .. } => ErrorClass::InvalidInput,
+                KeyringError::Header(_) => ErrorClass::Internal,
+                KeyringError::Provider(error) => match error {
+                    ProviderError::Denied(_) | ProviderError::Disabled(_) => ErrorClass::Forbidden,
+                    ProviderError::NotFound(_) => ErrorClass::NotFound,
+                    ProviderError::Unavailable(_) => ErrorClass::Unavailable,
+                    ProviderError::Invalid => ErrorClass::InvalidInput,
+                    ProviderError::Misconfigured(_) => ErrorClass::Internal,
+                },
+            },
+        }
+    }
+
+    /// A stable machine-readable code for the error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooManyPayloads { .. } => "too_many_payloads",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::Undecryptable { .. } => "undecryptable_payload",
+            Self::UnsupportedVersion { .. } => "unsupported_format_version",
+            Self::Internal(_) => "internal",
+            Self::Keyring(error) => match error {
+                KeyringError::NotConfigured(_) => "namespace_not_configured",
+                KeyringError::TooManyNamespaces(_) => "too_many_namespaces",
+                KeyringError::Timeout(_) => "key_unavailable",
+                KeyringError::WrongProvider { .. } => "undecryptable_payload",
+                KeyringError::Header(_) => "internal",
+                KeyringError::Provider(error) => match error {
+                    ProviderError::Denied(_) => "key_access_denied",
+                    ProviderError::Disabled(_) => "namespace_decrypt_only",
+                    ProviderError::NotFound(_) => "key_not_found",
+                    ProviderError::Unavailable(_) => "key_provider_unavailable",
+                    ProviderError::Invalid => "undecryptable_payload",
+                    ProviderError::Misconfigured(_) => "internal",
+                },
+            },
+        }
+    }
+
+    /// The message shown to callers: short, no key material, no crypto detail.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Keyring(error) => match error {
+                KeyringError::NotConfigured(namespace) => {
+                    format!("namespace {namespace:?} has no key configured")
+                }
+                KeyringError::TooManyNamespaces(_) => "too many namespaces in use".to_owned(),
+                KeyringError::Timeout(_) => "no data key available; try again".to_owned(),
+                KeyringError::WrongProvider { .. }
+                | KeyringError::Provider(ProviderError::Invalid) => {
+                    "payload could not be decrypted".to_owned()
+                }
+                KeyringError::Header(_)
+                | KeyringError::Provider(ProviderError::Misconfigured(_)) => {
+                    "internal error".to_owned()
+                }
+                KeyringError::Provider(ProviderError::Denied(_)) => {
+                    "the key provider denied access to this namespace's key".to_owned()
+                }
+                KeyringError::Provider(ProviderError::Disabled(_)) => {
+                    "encryption is disabled for this namespace (decrypt-only)".to_owned()
+                }
+                KeyringError::Provider(ProviderError::NotFound(_)) => {
+                    "the key for this namespace or payload does not exist".to_owned()
+                }
+                KeyringError::Provider(ProviderError::Unavailable(_)) => {
+                    "the key provider is unavailable; try again".to_owned()
+                }
+            },
+            Self::Internal(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Is this payload one of ours?
+pub fn is_sealed(payload: &Payload) -> bool {
+    payload.encoding() == Some(ENCRYPTED_ENCODING) && envelope::has_magic(&payload.data)
+}
+
+/// Encodes and decodes batches of payloads through the keyring.
+pub struct Codec {
+    keyring: Arc<Keyring>,
+    options: CodecOptions,
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Codec")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Codec {
+    /// A codec over `keyring`.
+    pub fn new(keyring: Arc<Keyring>, options: CodecOptions) -> Self {
+        Self { keyring, options }
+    }
+
+    /// The keyring.
+    pub fn keyring(&self) -> &Arc<Keyring> {
+        &self.keyring
+    }
+
+    /// The options.
+    pub fn options(&self) -> &CodecOptions {
+        &self.options
+    }
+
+    fn check_limits(&self, payloads: &[Payload]) -> Result<usize, CodecError> {
+        if payloads.len() > self.options.max_payloads {
+            return Err(CodecError::TooManyPayloads {
+                count: payloads.len(),
+                limit: self.options.max_payloads,
+            });
+        }
+        let mut total = 0;
+        for (index, payload) in payloads.iter().enumerate() {
+            let size = payload.size();
+            if size > self.options.max_payload_bytes {
+                return Err(CodecError::PayloadTooLarge {
+                    index,
+                    size,
+                    limit: self.options.max_payload_bytes,
+                });
+            }
+            total += size;
+        }
+        Ok(total)
+    }
+
+    fn skips(&self, payload: &Payload) -> bool {
+        payload.encoding().is_some_and(|encoding| {
+            self.options
+                .skip_encodings
+                .iter()
+                .any(|skip| skip == encoding)
+        })
+    }
+
+    /// Seals every payload (except skipped encodings) for `namespace`.
+    pub async fn encode(
+        &self,
+        namespace: &str,
+        payloads: Vec<Payload>,
+    ) -> Result<Vec<Payload>, CodecError> {
+        let total = self.check_limits(&payloads)?;
+        let mut leases = Vec::with_capacity(payloads.len());
+        for payload in &payloads {
+            if self.skips(payload) {
+                leases.push(None);
+            } else {
+                leases.push(Some(
+                    self.keyring.lease(namespace, payload.encoded_len()).await?,
+                ));
+            }
+        }
+        let seal_all = move || {
+            payloads
+                .into_iter()
+                .zip(leases)
+                .map(|(payload, lease)| match lease {
+                    Some(key) => seal_one(&key, payload),
+                    None => Ok(payload),
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        self.run(total, seal_all).await
+    }
+
+    /// Opens every payload of ours; passes every other payload through.
+    pub async fn decode(
+        &self,
+        check: NamespaceCheck<'_>,
+        payloads: Vec<Payload>,
+    ) -> Result<Vec<Payload>, CodecError> {
+        let total = self.check_limits(&payloads)?;
+        let mut keys: Vec<Option<Arc<DataKey>>> = Vec::with_capacity(payloads.len());
+        for (index, payload) in payloads.iter().enumerate() {
+            if !is_sealed(payload) {
+                keys.push(None);
+                continue;
+            }
+            let (header, _) =
+                envelope::parse(&payload.data).map_err(|error| envelope_error(index, error))?;
+            let namespace = match check {
+                NamespaceCheck::Expect(namespace) => {
+                    if header.alleged_namespace != namespace {
+                        return Err(CodecError::Undecryptable {
+                            index,
+                            detail: format!(
+                                "sealed for namespace {:?}, presented as {namespace:?}",
+                                header.alleged_namespace
+                            ),
+                        });
+                    }
+                    namespace
+                }
+                NamespaceCheck::FromHeader => header.alleged_namespace,
+            };
+            let key = self
+                .keyring
+                .data_key_for(
+                    namespace,
+                    header.alleged_provider,
+                    &header.alleged_kek(),
+                    header.alleged_wrapped_key,
+                )
+                .await
+                .map_err(|error| match error {
+                    KeyringError::Provider(ProviderError::Invalid)
+                    | KeyringError::WrongProvider { .. } => CodecError::Undecryptable {
+                        index,
+                        detail: error.to_string(),
+                    },
+                    other => CodecError::Keyring(other),
+                })?;
+            keys.push(Some(key));
+        }
+        let open_all = move || {
+            payloads
+                .into_iter()
+                .zip(keys)
+                .enumerate()
+                .map(|(index, (payload, key))| match key {
+                    Some(key) => open_one(index, &key, &payload),
+                    None => Ok(payload),
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        self.run(total, open_all).await
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        total_bytes: usize,
+        work: impl FnOnce() -> Result<T, CodecError> + Send + 'static,
+    ) -> Result<T, CodecError> {
+        if total_bytes < self.options.blocking_threshold_bytes {
+            return work();
+        }
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|error| CodecError::Internal(format!("codec task failed: {error}")))?
+    }
+}
+
+fn envelope_error(index: usize, error: EnvelopeError) -> CodecError {
+    match error {
+        EnvelopeError::UnsupportedVersion(version) => {
+            CodecError::UnsupportedVersion { index, version }
+        }
+        other => CodecError::Undecryptable {
+            index,
+            detail: other.to_string(),
+        },
+    }
+}
+
+fn seal_one(key: &ActiveKey, payload: Payload) -> Result<Payload, CodecError> {
+    let plaintext_len = payload.encoded_len();
+    let mut data = Vec::with_capacity(key.sealed_len(plaintext_len));
+    key.seal(&mut data, |buffer| payload.encode_raw(buffer))
+        .map_err(|error| CodecError::Internal(format!("seal failed: {error}")))?;
+    let metadata = BTreeMap::from([
+        (ENCODING_KEY.to_owned(), ENCRYPTED_ENCODING.to_vec()),
+        (KEY_ID_METADATA.to_owned(), key.key_id().as_bytes().to_vec()),
+    ]);
+    Ok(Payload {
+        metadata,
+        data,
+        // Storage references stay visible to the server and the UI; the sealed copy inside
+        // restores them exactly on decode.
+        external_payloads: payload.external_payloads,
+    })
+}
+
+fn open_one(index: usize, key: &DataKey, payload: &Payload) -> Result<Payload, CodecError> {
+    let (header, body) =
+        envelope::parse(&payload.data).map_err(|error| envelope_error(index, error))?;
+    let mut plaintext = zeroize::Zeroizing::new(Vec::with_capacity(body.len()));
+    envelope::open(key, &header, body, &mut plaintext)
+        .map_err(|error| envelope_error(index, error))?;
+    Payload::decode(plaintext.as_slice()).map_err(|error| CodecError::Undecryptable {
+        index,
+        detail: format!("authenticated plaintext is not a Payload: {error}"),
+    })
+}

@@ -1,0 +1,1044 @@
+//! Typed configuration: one TOML file, environment overrides, and the embedded default.
+//!
+//! This is the only module that reads the environment. Loading never stops at the first problem:
+//! every bad field is collected and reported at once, with its full path
+//! (`namespaces.default.provider: unknown provider "vualt"`), before any port is bound.
+//!
+//! Environment overrides: `KMSCODEC_<PATH>` where `<PATH>` is the field path in upper case with
+//! `__` between levels, e.g. `KMSCODEC_SERVER__LISTEN=0.0.0.0:8089` or
+//! `KMSCODEC_PROVIDERS__DEV__PATH=/keys/keyring.json`. Values are parsed as the field's type.
+//! Every key is described in `docs/configuration.md`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::keyring::{CacheOptions, Limits, NIST_MAX_INVOCATIONS};
+
+/// Where the codec listens when nothing else is configured.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8089";
+/// The key name of the embedded development keyring.
+pub const DEV_KEY: &str = "dev";
+/// The provider name of the embedded development keyring.
+pub const DEV_PROVIDER: &str = "dev";
+/// The environment variable prefix.
+pub const ENV_PREFIX: &str = "KMSCODEC_";
+
+/// One problem with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The field path (`server.listen`), or the file for whole-file problems.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The problems, in the order found.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.problems.len();
+        writeln!(
+            f,
+            "invalid configuration ({count} problem{}):",
+            if count == 1 { "" } else { "s" }
+        )?;
+        for problem in &self.problems {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// CORS for the Web UI.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CorsConfig {
+    /// Exact origins allowed (`https://temporal.example.com`); `*` allows any origin.
+    pub allowed_origins: Vec<String>,
+    /// Send `Access-Control-Allow-Credentials: true` (the UI's "include cross-origin credentials").
+    pub allow_credentials: bool,
+    /// How long browsers may cache a preflight answer.
+    pub max_age: Duration,
+}
+
+/// Listener and request settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The codec HTTP listener.
+    pub listen: SocketAddr,
+    /// The admin listener (metrics, health, admin API), if any.
+    pub admin_listen: Option<SocketAddr>,
+    /// Largest request body in bytes.
+    pub body_limit_bytes: usize,
+    /// Take the namespace from the path segment before `encode`/`decode` when `X-Namespace` is
+    /// absent.
+    pub namespace_from_path: bool,
+    /// Longest a codec request may take.
+    pub request_timeout: Duration,
+    /// How long in-flight requests may run after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// CORS.
+    pub cors: CorsConfig,
+}
+
+/// A key provider's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderConfig {
+    /// A local keyring file.
+    Local {
+        /// The keyring file.
+        path: PathBuf,
+        /// Create the file (with one key named after the namespace's key) when it is missing.
+        create_missing: bool,
+    },
+}
+
+impl ProviderConfig {
+    /// The `kind` value.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Local { .. } => "local",
+        }
+    }
+}
+
+/// Which provider and key serve a namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceConfig {
+    /// The provider's name in `[providers]`.
+    pub provider: String,
+    /// The KEK reference; for `*`, may contain `{namespace}`.
+    pub key: String,
+    /// Data key limits.
+    pub limits: Limits,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Listeners and requests.
+    pub server: ServerConfig,
+    /// Providers by name.
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Namespaces by name; `*` serves every other namespace.
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
+    /// Decode cache.
+    pub cache: CacheOptions,
+    /// Encodings that encode passes through unsealed.
+    pub skip_encodings: Vec<String>,
+    /// Most payloads in one request.
+    pub max_payloads: usize,
+    /// Largest single payload in bytes.
+    pub max_payload_bytes: usize,
+    /// Most namespaces the `*` entry serves at once in one process.
+    pub max_wildcard_namespaces: usize,
+    /// Whether this is the embedded development default.
+    pub embedded_default: bool,
+}
+
+/// Is `name` acceptable as a namespace (in config, headers and paths)?
+///
+/// 1 to 255 bytes of printable characters without white space or `/`.
+pub fn valid_namespace(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= crate::envelope::MAX_NAMESPACE_LEN
+        && name
+            .chars()
+            .all(|c| !c.is_control() && !c.is_whitespace() && c != '/')
+}
+
+impl Config {
+    /// The embedded default: a local development keyring in `data_dir`, created on first start,
+    /// serving every namespace. Environment overrides apply as to a file.
+    pub fn embedded_default(
+        data_dir: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let keyring = toml::Value::String(data_dir.join("keyring.json").display().to_string());
+        let text = format!(
+            "[providers.{DEV_PROVIDER}]\nkind = \"local\"\npath = {keyring}\ncreate_missing = true\n\
+             [namespaces.\"*\"]\nprovider = \"{DEV_PROVIDER}\"\nkey = \"{DEV_KEY}\"\n"
+        );
+        let mut config = Self::from_toml_str(&text, env)?;
+        config.embedded_default = true;
+        Ok(config)
+    }
+
+    /// Loads `path`, applying environment overrides from the process environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+            problems: vec![Problem {
+                path: path.display().to_string(),
+                message: format!("cannot read: {error}"),
+            }],
+        })?;
+        Self::from_toml_str(&text, std::env::vars())
+    }
+
+    /// Parses TOML text, then applies `KMSCODEC_*` overrides from `env`.
+    pub fn from_toml_str(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let mut root: toml::Table = match text.parse() {
+            Ok(table) => table,
+            Err(error) => {
+                return Err(ConfigError {
+                    problems: vec![Problem {
+                        path: "file".to_owned(),
+                        message: format!("not valid TOML: {}", error.to_string().trim()),
+                    }],
+                });
+            }
+        };
+        apply_env(&mut root, env, &mut problems);
+        let config = parse_root(&root, &mut problems);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// Overrides the codec listener (`--listen`).
+    pub fn set_listen(&mut self, listen: SocketAddr) {
+        self.server.listen = listen;
+    }
+}
+
+/// The defaults every field starts from.
+fn base() -> Config {
+    Config {
+        server: ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8089)),
+            admin_listen: None,
+            body_limit_bytes: 64 << 20,
+            namespace_from_path: true,
+            request_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(20),
+            cors: CorsConfig::default(),
+        },
+        providers: BTreeMap::new(),
+        namespaces: BTreeMap::new(),
+        cache: CacheOptions::default(),
+        skip_encodings: Vec::new(),
+        max_payloads: 10_000,
+        max_payload_bytes: 4 << 20,
+        max_wildcard_namespaces: 1024,
+        embedded_default: false,
+    }
+}
+
+/// Applies `KMSCODEC_A__B__C=value` as `a.b.c = "value"` (a string; typed getters parse it).
+fn apply_env(
+    root: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+    problems: &mut Vec<Problem>,
+) {
+    for (name, value) in env {
+        let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        // Variables without a `__` are not config paths (e.g. KMSCODEC_TOOLS, KMSCODEC_LOG).
+        if !path.contains("__") {
+            continue;
+        }
+        let segments: Vec<String> = path
+            .split("__")
+            .map(|segment| segment.to_lowercase())
+            .collect();
+        if segments.iter().any(String::is_empty) {
+            problems.push(Problem {
+                path: name.clone(),
+                message: "empty path segment in environment override".to_owned(),
+            });
+            continue;
+        }
+        if let Err(segment) = set_path(root, &segments, value) {
+            problems.push(Problem {
+                path: name.clone(),
+                message: format!("{segment} is not a table"),
+            });
+        }
+    }
+}
+
+/// Sets `path` in `table` to a string, creating tables on the way. Fails with the segment that
+/// names a non-table value.
+fn set_path(table: &mut toml::Table, path: &[String], value: String) -> Result<(), String> {
+    match path {
+        [] => Ok(()),
+        [last] => {
+            table.insert(last.clone(), toml::Value::String(value));
+            Ok(())
+        }
+        [first, rest @ ..] => match table
+            .entry(first.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        {
+            toml::Value::Table(inner) => set_path(inner, rest, value),
+            _ => Err(first.clone()),
+        },
+    }
+}
+
+/// Reads the fields of one table, recording problems and which keys were used.
+struct Fields<'a> {
+    path: String,
+    table: Option<&'a toml::Table>,
+    used: BTreeSet<&'static str>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(path: impl Into<String>, table: Option<&'a toml::Table>) -> Self {
+        Self {
+            path: path.into(),
+            table,
+            used: BTreeSet::new(),
+        }
+    }
+
+    fn field_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn raw(&mut self, key: &'static str) -> Option<&'a toml::Value> {
+        self.used.insert(key);
+        self.table.and_then(|table| table.get(key))
+    }
+
+    fn problem(&self, problems: &mut Vec<Problem>, key: &str, message: impl Into<String>) {
+        problems.push(Problem {
+            path: self.field_path(key),
+            message: message.into(),
+        });
+    }
+
+    fn string(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<String> {
+        match self.raw(key)? {
+            toml::Value::String(text) => Some(text.clone()),
+            other => {
+                self.problem(
+                    problems,
+                    key,
+                    format!("expected a string, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn unsigned(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<u64> {
+        let value = self.raw(key)?;
+        let parsed = match value {
+            toml::Value::Integer(number) => u64::try_from(*number).ok(),
+            toml::Value::String(text) => parse_size(text),
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.problem(
+                problems,
+                key,
+                format!("expected a non-negative integer (or a size like \"8MiB\"), found {value}"),
+            );
+        }
+        parsed
+    }
+
+    fn boolean(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<bool> {
+        let value = self.raw(key)?;
+        let parsed = match value {
+            toml::Value::Boolean(flag) => Some(*flag),
+            toml::Value::String(text) => match text.as_str() {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => None,
+            },
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.problem(
+                problems,
+                key,
+                format!("expected true or false, found {value}"),
+            );
+        }
+        parsed
+    }
+
+    fn duration(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<Duration> {
+        let value = self.raw(key)?;
+        let parsed = match value {
+            toml::Value::Integer(seconds) => u64::try_from(*seconds).ok().map(Duration::from_secs),
+            toml::Value::String(text) => parse_duration(text),
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.problem(
+                problems,
+                key,
+                format!("expected a duration like \"1.5s\", \"10m\", \"24h\" or whole seconds, found {value}"),
+            );
+        }
+        parsed
+    }
+
+    fn strings(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<Vec<String>> {
+        let value = self.raw(key)?;
+        match value {
+            toml::Value::Array(items) => {
+                let mut out = Vec::new();
+                for (index, item) in items.iter().enumerate() {
+                    match item.as_str() {
+                        Some(text) => out.push(text.to_owned()),
+                        None => {
+                            self.problem(problems, &format!("{key}[{index}]"), "expected a string")
+                        }
+                    }
+                }
+                Some(out)
+            }
+            // From the environment: a comma-separated list.
+            toml::Value::String(text) => Some(
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            other => {
+                self.problem(
+                    problems,
+                    key,
+                    format!("expected an array of strings, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn socket(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<SocketAddr> {
+        let text = self.string(key, problems)?;
+        match text.parse() {
+            Ok(address) => Some(address),
+            Err(_) => {
+                self.problem(
+                    problems,
+                    key,
+                    format!("expected an address like 127.0.0.1:8089, found {text:?}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn table(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<&'a toml::Table> {
+        match self.raw(key)? {
+            toml::Value::Table(table) => Some(table),
+            other => {
+                self.problem(
+                    problems,
+                    key,
+                    format!("expected a table, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    /// Reports keys nobody asked for.
+    fn finish(self, problems: &mut Vec<Problem>) {
+        let Some(table) = self.table else { return };
+        for key in table.keys() {
+            if !self.used.contains(key.as_str()) {
+                let expected: Vec<_> = self.used.iter().copied().collect();
+                problems.push(Problem {
+                    path: self.field_path(key),
+                    message: format!("unknown field (expected one of: {})", expected.join(", ")),
+                });
+            }
+        }
+    }
+}
+
+/// Parses `"512"`, `"64KiB"`, `"8MiB"`, `"1GiB"`, `"10kB"`, `"5MB"`.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits.parse().ok()?;
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    number.checked_mul(multiplier)
+}
+
+/// Parses `"250ms"`, `"1.5s"`, `"10m"`, `"24h"`, `"7d"`, or bare seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit.trim() {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        "d" => number * 86400.0,
+        _ => return None,
+    };
+    (seconds.is_finite() && seconds >= 0.0 && seconds < 1e12)
+        .then(|| Duration::from_secs_f64(seconds))
+}
+
+fn parse_root(root: &toml::Table, problems: &mut Vec<Problem>) -> Config {
+    let mut config = base();
+    let mut fields = Fields::new("", Some(root));
+
+    let server = fields.table("server", problems);
+    config.server = parse_server(server, problems, config.server);
+
+    let data_keys = fields.table("data_keys", problems);
+    let default_limits = parse_limits(
+        Fields::new("data_keys", data_keys),
+        &Limits::default(),
+        &[],
+        problems,
+    );
+
+    if let Some(cache) = fields.table("cache", problems) {
+        let mut cache_fields = Fields::new("cache", Some(cache));
+        if let Some(capacity) = cache_fields.unsigned("capacity", problems) {
+            config.cache.capacity = capacity;
+        }
+        if let Some(ttl) = cache_fields.duration("time_to_live", problems) {
+            config.cache.time_to_live = ttl;
+        }
+        if let Some(tti) = cache_fields.duration("time_to_idle", problems) {
+            config.cache.time_to_idle = tti;
+        }
+        cache_fields.finish(problems);
+    }
+
+    if let Some(encode) = fields.table("encode", problems) {
+        let mut encode_fields = Fields::new("encode", Some(encode));
+        if let Some(skip) = encode_fields.strings("skip_encodings", problems) {
+            config.skip_encodings = skip;
+        }
+        encode_fields.finish(problems);
+    }
+
+    if let Some(limits) = fields.table("limits", problems) {
+        let mut limit_fields = Fields::new("limits", Some(limits));
+        if let Some(max) = limit_fields.unsigned("max_payloads", problems) {
+            config.max_payloads = usize::try_from(max).unwrap_or(usize::MAX);
+        }
+        if let Some(max) = limit_fields.unsigned("max_payload_bytes", problems) {
+            config.max_payload_bytes = usize::try_from(max).unwrap_or(usize::MAX);
+        }
+        if let Some(max) = limit_fields.unsigned("max_wildcard_namespaces", problems) {
+            config.max_wildcard_namespaces = usize::try_from(max).unwrap_or(usize::MAX);
+        }
+        limit_fields.finish(problems);
+    }
+
+    if let Some(providers) = fields.table("providers", problems) {
+        for (name, value) in providers {
+            let path = format!("providers.{name}");
+            match value {
+                toml::Value::Table(table) => {
+                    if let Some(provider) = parse_provider(&path, table, problems) {
+                        config.providers.insert(name.clone(), provider);
+                    }
+                }
+                other => problems.push(Problem {
+                    path,
+                    message: format!("expected a table, found {}", other.type_str()),
+                }),
+            }
+        }
+    }
+
+    if let Some(namespaces) = fields.table("namespaces", problems) {
+        for (name, value) in namespaces {
+            let path = format!("namespaces.{name:?}");
+            let path = if name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                format!("namespaces.{name}")
+            } else {
+                path
+            };
+            if name != "*" && !valid_namespace(name) {
+                problems.push(Problem {
+                    path: path.clone(),
+                    message:
+                        "not a valid namespace name (1-255 printable characters, no spaces or '/')"
+                            .to_owned(),
+                });
+            }
+            let toml::Value::Table(table) = value else {
+                problems.push(Problem {
+                    path,
+                    message: format!("expected a table, found {}", value.type_str()),
+                });
+                continue;
+            };
+            let mut ns_fields = Fields::new(path.clone(), Some(table));
+            let provider = ns_fields.string("provider", problems);
+            let key = ns_fields.string("key", problems);
+            match &provider {
+                None => ns_fields.problem(
+                    problems,
+                    "provider",
+                    "missing (name a provider from [providers])",
+                ),
+                Some(provider) if !config.providers.contains_key(provider) => {
+                    let known: Vec<_> = config.providers.keys().cloned().collect();
+                    ns_fields.problem(
+                        problems,
+                        "provider",
+                        format!(
+                            "unknown provider {provider:?} (configured: {})",
+                            if known.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    );
+                }
+                Some(_) => {}
+            }
+            match &key {
+                None => ns_fields.problem(
+                    problems,
+                    "key",
+                    "missing (the key-encryption key reference)",
+                ),
+                Some(key) if key.is_empty() => {
+                    ns_fields.problem(problems, "key", "must not be empty")
+                }
+                Some(key) if key.contains("{namespace}") && name != "*" => ns_fields.problem(
+                    problems,
+                    "key",
+                    "{namespace} is only allowed in the \"*\" entry",
+                ),
+                Some(_) => {}
+            }
+            let limits = parse_limits(ns_fields, &default_limits, &["provider", "key"], problems);
+            if let (Some(provider), Some(key)) = (provider, key) {
+                config.namespaces.insert(
+                    name.clone(),
+                    NamespaceConfig {
+                        provider,
+                        key,
+                        limits,
+                    },
+                );
+            }
+        }
+    }
+    if config.namespaces.is_empty() && problems.is_empty() && !root.is_empty() {
+        problems.push(Problem {
+            path: "namespaces".to_owned(),
+            message: "no namespaces configured: add [namespaces.<name>] or [namespaces.\"*\"]"
+                .to_owned(),
+        });
+    }
+    fields.finish(problems);
+    config
+}
+
+fn parse_server(
+    table: Option<&toml::Table>,
+    problems: &mut Vec<Problem>,
+    mut server: ServerConfig,
+) -> ServerConfig {
+    let mut fields = Fields::new("server", table);
+    if let Some(listen) = fields.socket("listen", problems) {
+        server.listen = listen;
+    }
+    if let Some(listen) = fields.socket("admin_listen", problems) {
+        server.admin_listen = Some(listen);
+    }
+    if let Some(limit) = fields.unsigned("body_limit_bytes", problems) {
+        if limit < 1024 {
+            fields.problem(problems, "body_limit_bytes", "must be at least 1024");
+        }
+        server.body_limit_bytes = usize::try_from(limit).unwrap_or(usize::MAX);
+    }
+    if let Some(flag) = fields.boolean("namespace_from_path", problems) {
+        server.namespace_from_path = flag;
+    }
+    if let Some(timeout) = fields.duration("request_timeout", problems) {
+        server.request_timeout = timeout;
+    }
+    if let Some(grace) = fields.duration("shutdown_grace", problems) {
+        server.shutdown_grace = grace;
+    }
+    if let Some(cors) = fields.table("cors", problems) {
+        let mut cors_fields = Fields::new("server.cors", Some(cors));
+        if let Some(origins) = cors_fields.strings("allowed_origins", problems) {
+            for origin in &origins {
+                if origin != "*"
+                    && !(origin.starts_with("http://") || origin.starts_with("https://"))
+                {
+                    cors_fields.problem(
+                        problems,
+                        "allowed_origins",
+                        format!("{origin:?} is not an origin like https://temporal.example.com"),
+                    );
+                }
+                if origin.ends_with('/') {
+                    cors_fields.problem(
+                        problems,
+                        "allowed_origins",
+                        format!("{origin:?}: an origin has no trailing '/'"),
+                    );
+                }
+            }
+            server.cors.allowed_origins = origins;
+        }
+        if let Some(flag) = cors_fields.boolean("allow_credentials", problems) {
+            server.cors.allow_credentials = flag;
+        }
+        if let Some(age) = cors_fields.duration("max_age", problems) {
+            server.cors.max_age = age;
+        }
+        if server.cors.allow_credentials && server.cors.allowed_origins.iter().any(|o| o == "*") {
+            cors_fields.problem(
+                problems,
+                "allow_credentials",
+                "cannot be combined with allowed_origins = [\"*\"]: name the exact origins",
+            );
+        }
+        cors_fields.finish(problems);
+    } else {
+        server.cors.max_age = Duration::from_secs(600);
+    }
+    fields.finish(problems);
+    server
+}
+
+fn parse_limits(
+    mut fields: Fields<'_>,
+    defaults: &Limits,
+    other_keys: &[&'static str],
+    problems: &mut Vec<Problem>,
+) -> Limits {
+    for key in other_keys {
+        fields.used.insert(key);
+    }
+    let soft = fields
+        .unsigned("soft_limit", problems)
+        .unwrap_or(defaults.soft_limit);
+    let hard = fields
+        .unsigned("hard_limit", problems)
+        .unwrap_or(defaults.hard_limit);
+    let max_age = fields
+        .duration("max_age", problems)
+        .unwrap_or(defaults.max_age);
+    let byte_limit = fields
+        .unsigned("byte_limit", problems)
+        .or(defaults.byte_limit);
+    let wait = fields
+        .duration("rotation_wait", problems)
+        .unwrap_or(defaults.rotation_wait);
+    if hard > NIST_MAX_INVOCATIONS {
+        fields.problem(
+            problems,
+            "hard_limit",
+            format!("{hard} exceeds 2^32 = {NIST_MAX_INVOCATIONS}, the NIST SP 800-38D section 8.3 bound"),
+        );
+    }
+    if hard == 0 {
+        fields.problem(problems, "hard_limit", "must be at least 1");
+    }
+    if soft == 0 || soft > hard {
+        fields.problem(
+            problems,
+            "soft_limit",
+            format!("must be between 1 and hard_limit ({hard}), found {soft}"),
+        );
+    }
+    if max_age < Duration::from_secs(1) {
+        fields.problem(problems, "max_age", "must be at least 1s");
+    }
+    if byte_limit == Some(0) {
+        fields.problem(problems, "byte_limit", "must be at least 1");
+    }
+    fields.finish(problems);
+    Limits::new(soft, hard, max_age, byte_limit, wait)
+}
+
+fn parse_provider(
+    path: &str,
+    table: &toml::Table,
+    problems: &mut Vec<Problem>,
+) -> Option<ProviderConfig> {
+    let mut fields = Fields::new(path, Some(table));
+    let kind = fields.string("kind", problems);
+    let provider = match kind.as_deref() {
+        Some("local") => {
+            let file = fields.string("path", problems);
+            let create_missing = fields.boolean("create_missing", problems).unwrap_or(false);
+            match file {
+                Some(file) if !file.is_empty() => Some(ProviderConfig::Local {
+                    path: PathBuf::from(file),
+                    create_missing,
+                }),
+                _ => {
+                    fields.problem(problems, "path", "missing (the keyring file)");
+                    None
+                }
+            }
+        }
+        Some(other) => {
+            fields.problem(
+                problems,
+                "kind",
+                format!("unknown provider kind {other:?} (expected one of: local)"),
+            );
+            // Mark every key as used so the one real problem is not buried under unknown fields.
+            if let Some(table) = fields.table {
+                for key in table.keys() {
+                    if let Some(known) = ["kind", "path", "create_missing"]
+                        .iter()
+                        .find(|k| **k == key)
+                    {
+                        fields.used.insert(known);
+                    }
+                }
+            }
+            return None;
+        }
+        None => {
+            fields.problem(problems, "kind", "missing (one of: local)");
+            return None;
+        }
+    };
+    fields.finish(problems);
+    provider
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, std::iter::empty())
+    }
+
+    const GOOD: &str = r#"
+        [server]
+        listen = "127.0.0.1:9000"
+        body_limit_bytes = "16MiB"
+        [server.cors]
+        allowed_origins = ["http://localhost:8233"]
+        allow_credentials = true
+        [data_keys]
+        soft_limit = 1000
+        hard_limit = 1200
+        max_age = "1h"
+        [providers.dev]
+        kind = "local"
+        path = "/tmp/k.json"
+        [namespaces.default]
+        provider = "dev"
+        key = "default-key"
+        hard_limit = 5000
+        soft_limit = 10
+        [namespaces."*"]
+        provider = "dev"
+        key = "kmscodec-{namespace}"
+    "#;
+
+    #[test]
+    fn parses_a_full_file() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(config.server.listen.port(), 9000);
+        assert_eq!(config.server.body_limit_bytes, 16 << 20);
+        assert!(config.server.cors.allow_credentials);
+        let default = &config.namespaces["default"];
+        assert_eq!(default.limits.hard_limit, 5000);
+        assert_eq!(default.limits.soft_limit, 10);
+        assert_eq!(default.limits.max_age, Duration::from_secs(3600));
+        let wildcard = &config.namespaces["*"];
+        assert_eq!(wildcard.limits.hard_limit, 1200);
+        assert_eq!(wildcard.key, "kmscodec-{namespace}");
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let error = parse(
+            r#"
+            [server]
+            listen = "nowhere"
+            body_limit_bytes = -1
+            [data_keys]
+            hard_limit = 5000000000
+            [providers.dev]
+            kind = "vualt"
+            [providers.file]
+            kind = "local"
+            [namespaces.default]
+            provider = "nope"
+            key = "k"
+            colour = "blue"
+            [namespaces.other]
+            key = "{namespace}"
+            [surprise]
+            "#,
+        )
+        .unwrap_err();
+        let text = error.to_string();
+        for expected in [
+            "server.listen: expected an address",
+            "server.body_limit_bytes: expected a non-negative integer",
+            "data_keys.hard_limit: 5000000000 exceeds 2^32",
+            "providers.dev.kind: unknown provider kind \"vualt\"",
+            "providers.file.path: missing",
+            "namespaces.default.provider: unknown provider \"nope\"",
+            "namespaces.default.colour: unknown field",
+            "namespaces.other.provider: missing",
+            "namespaces.other.key: {namespace} is only allowed",
+            "surprise: unknown field",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+        assert_eq!(error.problems.len(), 10, "{text}");
+    }
+
+    #[test]
+    fn environment_overrides_apply_and_are_typed() {
+        let env = vec![
+            (
+                "KMSCODEC_SERVER__LISTEN".to_owned(),
+                "127.0.0.1:7777".to_owned(),
+            ),
+            (
+                "KMSCODEC_NAMESPACES__DEFAULT__HARD_LIMIT".to_owned(),
+                "2000".to_owned(),
+            ),
+            (
+                "KMSCODEC_SERVER__CORS__ALLOWED_ORIGINS".to_owned(),
+                "http://a.example, http://b.example".to_owned(),
+            ),
+            ("KMSCODEC_TOOLS".to_owned(), "/ignored".to_owned()),
+            ("OTHER".to_owned(), "x".to_owned()),
+        ];
+        let config = Config::from_toml_str(GOOD, env).unwrap();
+        assert_eq!(config.server.listen.port(), 7777);
+        assert_eq!(config.namespaces["default"].limits.hard_limit, 2000);
+        assert_eq!(
+            config.server.cors.allowed_origins,
+            ["http://a.example", "http://b.example"]
+        );
+
+        let bad = vec![(
+            "KMSCODEC_SERVER__BODY_LIMIT_BYTES".to_owned(),
+            "lots".to_owned(),
+        )];
+        let error = Config::from_toml_str(GOOD, bad).unwrap_err().to_string();
+        assert!(error.contains("server.body_limit_bytes"), "{error}");
+    }
+
+    #[test]
+    fn soft_limit_above_hard_and_credentials_with_star_are_refused() {
+        let error = parse(
+            r#"
+            [server.cors]
+            allowed_origins = ["*"]
+            allow_credentials = true
+            [data_keys]
+            soft_limit = 10
+            hard_limit = 5
+            [providers.dev]
+            kind = "local"
+            path = "k.json"
+            [namespaces."*"]
+            provider = "dev"
+            key = "k"
+            "#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("data_keys.soft_limit: must be between 1 and hard_limit (5)"),
+            "{error}"
+        );
+        assert!(
+            error.contains("server.cors.allow_credentials: cannot be combined"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("8MiB"), Some(8 << 20));
+        assert_eq!(parse_size("10kB"), Some(10_000));
+        assert_eq!(parse_size("12"), Some(12));
+        assert_eq!(parse_size("12 parsecs"), None);
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration("soon"), None);
+    }
+
+    #[test]
+    fn embedded_default_serves_every_namespace_from_the_data_dir() {
+        let config = Config::embedded_default(Path::new("/data"), std::iter::empty()).unwrap();
+        assert!(config.embedded_default);
+        assert_eq!(
+            config.providers[DEV_PROVIDER],
+            ProviderConfig::Local {
+                path: PathBuf::from("/data/keyring.json"),
+                create_missing: true
+            }
+        );
+        assert_eq!(config.namespaces["*"].key, DEV_KEY);
+        assert_eq!(config.server.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn namespace_names() {
+        assert!(valid_namespace("default"));
+        assert!(valid_namespace("payments.a1b2c"));
+        assert!(!valid_namespace(""));
+        assert!(!valid_namespace("has space"));
+        assert!(!valid_namespace("a/b"));
+        assert!(!valid_namespace(&"n".repeat(256)));
+    }
+}

@@ -1,0 +1,877 @@
+//! Per-namespace data keys: the active key used for sealing, its usage accounting and rotation,
+//! and the cache of unwrapped keys used for opening.
+//!
+//! This module sits between the codec and the [`KeyProvider`]s and keeps the KMS off the hot
+//! path. It owns three rules:
+//!
+//! * **Reserve before sealing.** Every seal first reserves one use of the active data key with a
+//!   single atomic add. A reservation at or past the hard limit, or of a key older than its
+//!   maximum age, is refused and the caller waits (boundedly) for the replacement: no data key is
+//!   ever used past its limits, however many threads race.
+//! * **Single flight.** One namespace has at most one provider call minting a data key at a time;
+//!   every caller that needs the new key awaits that one call. Past the soft limits the
+//!   replacement is fetched in the background, so encodes normally never wait.
+//! * **Counting is per process.** Each process mints its own data keys and never shares a
+//!   plaintext data key for sealing, so the counters are local and exact across replicas and
+//!   restarts.
+//!
+//! Unwrapped keys are cached in moka, keyed by a digest of (namespace, provider, KEK, wrapped
+//! key): a cached decode makes no provider call, and keeps working while the KMS is down. Keys
+//! are zeroized when the last reference (cache entry, active slot or in-flight request) drops.
+//!
+//! Time comes from `tokio::time::Instant`, so tests drive age-based rotation with a paused clock.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use crate::envelope::{self, EnvelopeError, HeaderTemplate};
+use crate::keys::{KeyProvider, ProviderError};
+use crate::secret::{DataKey, KekRef, ProviderKind, WrappedKey};
+
+/// NIST SP 800-38D, section 8.3: the total number of invocations of the authenticated
+/// encryption function with random IVs shall not exceed 2^32 for any given key. No configured
+/// hard limit may exceed it.
+pub const NIST_MAX_INVOCATIONS: u64 = 1 << 32;
+
+/// Default hard limit: 2^24 seals per data key, 256 times below the NIST bound.
+///
+/// kmscodec derives a fresh AES key per payload (HKDF with a random 256-bit message id), so no
+/// AES-GCM key is used more than once and the 2^32 bound is never approached through GCM itself;
+/// the per-data-key limit bounds how much data one leaked data key exposes and keeps the scheme
+/// within NIST's bound even if read as applying to the data key. 2^24 is reached after 4.6 hours
+/// at 1,000 seals/s in one process.
+pub const DEFAULT_HARD_LIMIT: u64 = 1 << 24;
+/// Default soft limit: half the hard limit, so after the replacement is first requested a process
+/// can keep sealing through a KMS outage for as many seals again.
+pub const DEFAULT_SOFT_LIMIT: u64 = 1 << 23;
+/// Default maximum age of an active data key. Long enough that an idle namespace costs one
+/// provider call a day per process, short enough that a data key held in memory is replaced daily.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Default bounded wait of an encode that needs a new data key before it fails with 503: below
+/// the 2 s deadlock detector of the Python SDK, so the worker sees an error, not a deadlock.
+pub const DEFAULT_ROTATION_WAIT: Duration = Duration::from_millis(1500);
+/// How long a failed background refresh waits before the next encode may retry it.
+const REFRESH_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Usage limits of a namespace's data keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Seals after which the replacement is fetched in the background.
+    pub soft_limit: u64,
+    /// Seals after which the key is never used again. At most [`NIST_MAX_INVOCATIONS`].
+    pub hard_limit: u64,
+    /// Age after which the key is never used again.
+    pub max_age: Duration,
+    /// Age after which the replacement is fetched in the background (90% of `max_age`).
+    pub soft_age: Duration,
+    /// Plaintext bytes after which the replacement is fetched in the background.
+    pub byte_limit: Option<u64>,
+    /// How long an encode waits for a new data key before failing.
+    pub rotation_wait: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::new(
+            DEFAULT_SOFT_LIMIT,
+            DEFAULT_HARD_LIMIT,
+            DEFAULT_MAX_AGE,
+            None,
+            DEFAULT_ROTATION_WAIT,
+        )
+    }
+}
+
+impl Limits {
+    /// Limits with the soft age derived as 90% of `max_age`. Callers validate the values
+    /// (config does): `soft_limit <= hard_limit <= 2^32`.
+    pub fn new(
+        soft_limit: u64,
+        hard_limit: u64,
+        max_age: Duration,
+        byte_limit: Option<u64>,
+        rotation_wait: Duration,
+    ) -> Self {
+        Self {
+            soft_limit,
+            hard_limit: hard_limit.min(NIST_MAX_INVOCATIONS),
+            max_age,
+            soft_age: max_age.mul_f64(0.9),
+            byte_limit,
+            rotation_wait,
+        }
+    }
+}
+
+/// How a namespace gets its keys: which provider, which KEK, which limits.
+#[derive(Clone)]
+pub struct NamespacePolicy {
+    /// The provider's configured name.
+    pub provider_name: String,
+    /// The provider.
+    pub provider: Arc<dyn KeyProvider>,
+    /// The KEK reference within the provider.
+    pub key: String,
+    /// Data key limits.
+    pub limits: Limits,
+    /// The value of the `namespace` label in metrics: the configured namespace, or `*` for
+    /// namespaces served by the wildcard entry (keeps label cardinality bounded).
+    pub metrics_label: String,
+}
+
+impl fmt::Debug for NamespacePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NamespacePolicy")
+            .field("provider_name", &self.provider_name)
+            .field("provider", &self.provider.kind())
+            .field("key", &self.key)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// Maps namespaces to policies: exact entries first, then an optional wildcard whose key name
+/// may contain `{namespace}`.
+#[derive(Clone, Default, Debug)]
+pub struct Policies {
+    /// Namespaces configured by name.
+    pub exact: HashMap<String, NamespacePolicy>,
+    /// The policy for every other namespace, if any.
+    pub wildcard: Option<NamespacePolicy>,
+}
+
+impl Policies {
+    /// The policy for `namespace`, if one applies.
+    pub fn resolve(&self, namespace: &str) -> Option<NamespacePolicy> {
+        if let Some(policy) = self.exact.get(namespace) {
+            return Some(policy.clone());
+        }
+        self.wildcard.as_ref().map(|policy| NamespacePolicy {
+            key: policy.key.replace("{namespace}", namespace),
+            ..policy.clone()
+        })
+    }
+}
+
+/// Why the keyring could not provide a key.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum KeyringError {
+    /// No policy covers the namespace.
+    #[error("namespace {0:?} has no key configured")]
+    NotConfigured(String),
+    /// The wildcard entry already serves the maximum number of namespaces.
+    #[error("too many namespaces in use (limit {0})")]
+    TooManyNamespaces(usize),
+    /// The payload was sealed by a different provider than the namespace uses.
+    #[error("payload was sealed by provider {found}, namespace uses {expected}")]
+    WrongProvider {
+        /// The namespace's provider kind.
+        expected: ProviderKind,
+        /// The provider kind named in the header.
+        found: ProviderKind,
+    },
+    /// The provider refused or failed.
+    #[error(transparent)]
+    Provider(ProviderError),
+    /// No usable data key arrived within the rotation wait.
+    #[error("timed out after {0:?} waiting for a new data key")]
+    Timeout(Duration),
+    /// The provider returned a key reference or wrapped key too long for the header.
+    #[error("provider output does not fit the envelope header: {0}")]
+    Header(EnvelopeError),
+}
+
+/// Why a data key was replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotationReason {
+    /// The namespace's first data key in this process.
+    Initial,
+    /// The soft or hard use count was reached.
+    Count,
+    /// The soft or hard age was reached.
+    Age,
+    /// The byte budget was reached.
+    Bytes,
+    /// An operator asked for it (`keys rotate-data-key`).
+    Manual,
+}
+
+impl RotationReason {
+    /// All reasons, in label order.
+    pub const ALL: [RotationReason; 5] = [
+        Self::Initial,
+        Self::Count,
+        Self::Age,
+        Self::Bytes,
+        Self::Manual,
+    ];
+
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Initial => "initial",
+            Self::Count => "count",
+            Self::Age => "age",
+            Self::Bytes => "bytes",
+            Self::Manual => "manual",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The data key a namespace currently seals under.
+pub struct ActiveKey {
+    data_key: Arc<DataKey>,
+    template: HeaderTemplate,
+    key_id: String,
+    kek: KekRef,
+    created: Instant,
+    uses: AtomicU64,
+    bytes: AtomicU64,
+    refresh_started: AtomicBool,
+    retired: AtomicBool,
+    serial: u64,
+}
+
+impl fmt::Debug for ActiveKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActiveKey")
+            .field("key_id", &self.key_id)
+            .field("serial", &self.serial)
+            .field("uses", &self.uses.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ActiveKey {
+    /// The `encryption-key-id` metadata value: the provider, KEK and version (no secret).
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The KEK that wrapped this data key.
+    pub fn kek(&self) -> &KekRef {
+        &self.kek
+    }
+
+    /// Length of a sealed payload for `plaintext_len` bytes of plaintext.
+    pub fn sealed_len(&self, plaintext_len: usize) -> usize {
+        self.template.sealed_len(plaintext_len)
+    }
+
+    /// Seals one payload. Only call with a reservation from [`Keyring::lease`].
+    pub fn seal(
+        &self,
+        out: &mut Vec<u8>,
+        write_plaintext: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), EnvelopeError> {
+        let message_id = envelope::random_message_id()?;
+        envelope::seal(
+            &self.data_key,
+            &self.template,
+            &message_id,
+            out,
+            write_plaintext,
+        )
+    }
+
+    fn reserve(&self, limits: &Limits, plaintext_len: u64, now: Instant) -> Reservation {
+        if self.retired.load(Ordering::Acquire) {
+            return Reservation::Exhausted(RotationReason::Manual);
+        }
+        let age = now.saturating_duration_since(self.created);
+        if age >= limits.max_age {
+            return Reservation::Exhausted(RotationReason::Age);
+        }
+        let index = self.uses.fetch_add(1, Ordering::AcqRel);
+        if index >= limits.hard_limit {
+            return Reservation::Exhausted(RotationReason::Count);
+        }
+        let bytes = self
+            .bytes
+            .fetch_add(plaintext_len, Ordering::Relaxed)
+            .saturating_add(plaintext_len);
+        let refresh = if index + 1 >= limits.soft_limit {
+            Some(RotationReason::Count)
+        } else if age >= limits.soft_age {
+            Some(RotationReason::Age)
+        } else if limits.byte_limit.is_some_and(|limit| bytes >= limit) {
+            Some(RotationReason::Bytes)
+        } else {
+            None
+        };
+        Reservation::Granted { refresh }
+    }
+}
+
+enum Reservation {
+    Granted { refresh: Option<RotationReason> },
+    Exhausted(RotationReason),
+}
+
+type Rotation = Shared<BoxFuture<'static, Result<Arc<ActiveKey>, KeyringError>>>;
+
+/// Per-namespace state.
+struct NamespaceKeys {
+    namespace: String,
+    policy: NamespacePolicy,
+    active: ArcSwapOption<ActiveKey>,
+    inflight: Mutex<Option<Rotation>>,
+    rotations: [AtomicU64; 5],
+    hard_limit_refusals: AtomicU64,
+    rotation_failures: AtomicU64,
+    serial: AtomicU64,
+}
+
+/// Counters the metrics module reads.
+#[derive(Default)]
+pub struct Stats {
+    /// Decodes whose data key was in the cache.
+    pub cache_hits: AtomicU64,
+    /// Decodes whose data key had to be unwrapped (or awaited an unwrap in flight).
+    pub cache_misses: AtomicU64,
+    /// Provider calls, by operation and outcome.
+    pub provider_calls: Mutex<HashMap<ProviderCallKey, ProviderCallStats>>,
+}
+
+/// Identifies a provider call series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProviderCallKey {
+    /// Provider kind label.
+    pub provider: &'static str,
+    /// `generate` or `unwrap`.
+    pub op: &'static str,
+    /// `ok` or an error label.
+    pub result: &'static str,
+}
+
+/// Count and total latency of one provider call series.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProviderCallStats {
+    /// Calls.
+    pub count: u64,
+    /// Sum of latencies.
+    pub seconds: f64,
+}
+
+impl Stats {
+    fn record(
+        &self,
+        provider: ProviderKind,
+        op: &'static str,
+        result: &Result<(), &ProviderError>,
+        elapsed: Duration,
+    ) {
+        let key = ProviderCallKey {
+            provider: provider.as_str(),
+            op,
+            result: match result {
+                Ok(()) => "ok",
+                Err(error) => error.label(),
+            },
+        };
+        if let Ok(mut calls) = self.provider_calls.lock() {
+            let entry = calls.entry(key).or_default();
+            entry.count += 1;
+            entry.seconds += elapsed.as_secs_f64();
+        }
+    }
+
+    /// Total provider calls for `op` (all providers and results).
+    pub fn provider_call_count(&self, op: &str) -> u64 {
+        self.provider_calls
+            .lock()
+            .map(|calls| {
+                calls
+                    .iter()
+                    .filter(|(key, _)| key.op == op)
+                    .map(|(_, stats)| stats.count)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// What a namespace's keys look like right now (for metrics and `keys describe --sidecar`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NamespaceSnapshot {
+    /// The namespace.
+    pub namespace: String,
+    /// Its metrics label.
+    pub metrics_label: String,
+    /// Provider name from config.
+    pub provider: String,
+    /// KEK reference.
+    pub key: String,
+    /// `encryption-key-id` of the active data key, if one is active.
+    pub active_key_id: Option<String>,
+    /// Seals under the active data key (capped at the hard limit).
+    pub uses: u64,
+    /// Plaintext bytes sealed under the active data key.
+    pub bytes: u64,
+    /// Soft limit.
+    pub soft_limit: u64,
+    /// Hard limit.
+    pub hard_limit: u64,
+    /// Age of the active data key in seconds.
+    pub age_seconds: f64,
+    /// Maximum age in seconds.
+    pub max_age_seconds: f64,
+    /// Rotations so far, by reason label.
+    pub rotations: Vec<(String, u64)>,
+    /// Reservations refused because the hard limit was reached.
+    pub hard_limit_refusals: u64,
+    /// Failed attempts to mint a data key.
+    pub rotation_failures: u64,
+}
+
+/// Options of the decode cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheOptions {
+    /// Maximum number of unwrapped data keys held.
+    pub capacity: u64,
+    /// Time after insertion when an entry expires.
+    pub time_to_live: Duration,
+    /// Time after last use when an entry expires.
+    pub time_to_idle: Duration,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        Self {
+            capacity: 10_000,
+            time_to_live: Duration::from_secs(24 * 3600),
+            time_to_idle: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The keyring: all namespaces' data keys.
+pub struct Keyring {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    policies: Policies,
+    namespaces: ArcSwap<HashMap<String, Arc<NamespaceKeys>>>,
+    insert_lock: Mutex<()>,
+    max_dynamic_namespaces: usize,
+    cache: moka::future::Cache<[u8; 32], Arc<DataKey>>,
+    stats: Stats,
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyring")
+            .field("policies", &self.inner.policies)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A digest naming an unwrapped key in the cache: every field that the provider binds.
+fn cache_key(namespace: &str, provider: ProviderKind, kek: &KekRef, wrapped: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for field in [namespace.as_bytes(), kek.key.as_bytes(), wrapped] {
+        hasher.update((field.len() as u64).to_be_bytes());
+        hasher.update(field);
+    }
+    hasher.update([provider.code()]);
+    hasher.update(kek.version.to_be_bytes());
+    hasher.finalize().into()
+}
+
+impl Keyring {
+    /// A keyring serving `policies`, with a decode cache of the given shape.
+    pub fn new(policies: Policies, cache: &CacheOptions, max_dynamic_namespaces: usize) -> Self {
+        let cache = moka::future::Cache::builder()
+            .max_capacity(cache.capacity)
+            .time_to_live(cache.time_to_live)
+            .time_to_idle(cache.time_to_idle)
+            .build();
+        Self {
+            inner: Arc::new(Inner {
+                policies,
+                namespaces: ArcSwap::from_pointee(HashMap::new()),
+                insert_lock: Mutex::new(()),
+                max_dynamic_namespaces,
+                cache,
+                stats: Stats::default(),
+            }),
+        }
+    }
+
+    /// The policies this keyring serves.
+    pub fn policies(&self) -> &Policies {
+        &self.inner.policies
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// Unwrapped data keys currently cached.
+    pub fn cached_keys(&self) -> u64 {
+        self.inner.cache.entry_count()
+    }
+
+    /// Runs pending cache maintenance (evictions), so `cached_keys` is exact. For tests and
+    /// metrics scrapes.
+    pub async fn sync_cache(&self) {
+        self.inner.cache.run_pending_tasks().await;
+    }
+
+    fn namespace(&self, namespace: &str) -> Result<Arc<NamespaceKeys>, KeyringError> {
+        if let Some(keys) = self.inner.namespaces.load().get(namespace) {
+            return Ok(Arc::clone(keys));
+        }
+        let policy = self
+            .inner
+            .policies
+            .resolve(namespace)
+            .ok_or_else(|| KeyringError::NotConfigured(namespace.to_owned()))?;
+        let _guard = self
+            .inner
+            .insert_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let current = self.inner.namespaces.load_full();
+        if let Some(keys) = current.get(namespace) {
+            return Ok(Arc::clone(keys));
+        }
+        let dynamic = current
+            .keys()
+            .filter(|name| !self.inner.policies.exact.contains_key(*name))
+            .count();
+        if !self.inner.policies.exact.contains_key(namespace)
+            && dynamic >= self.inner.max_dynamic_namespaces
+        {
+            return Err(KeyringError::TooManyNamespaces(
+                self.inner.max_dynamic_namespaces,
+            ));
+        }
+        let keys = Arc::new(NamespaceKeys {
+            namespace: namespace.to_owned(),
+            policy,
+            active: ArcSwapOption::empty(),
+            inflight: Mutex::new(None),
+            rotations: Default::default(),
+            hard_limit_refusals: AtomicU64::new(0),
+            rotation_failures: AtomicU64::new(0),
+            serial: AtomicU64::new(0),
+        });
+        let mut next = HashMap::clone(&current);
+        next.insert(namespace.to_owned(), Arc::clone(&keys));
+        self.inner.namespaces.store(Arc::new(next));
+        Ok(keys)
+    }
+
+    /// Reserves one seal of `plaintext_len` bytes under `namespace`'s active data key, minting or
+    /// awaiting a new key when needed. The returned key may be used for exactly one seal.
+    pub async fn lease(
+        &self,
+        namespace: &str,
+        plaintext_len: usize,
+    ) -> Result<Arc<ActiveKey>, KeyringError> {
+        let keys = self.namespace(namespace)?;
+        let limits = &keys.policy.limits;
+        let deadline = Instant::now() + limits.rotation_wait;
+        loop {
+            let current = keys.active.load_full();
+            let reason = match &current {
+                None => RotationReason::Initial,
+                Some(key) => match key.reserve(limits, plaintext_len as u64, Instant::now()) {
+                    Reservation::Granted { refresh } => {
+                        if let Some(reason) = refresh {
+                            self.refresh_in_background(&keys, key, reason);
+                        }
+                        return Ok(Arc::clone(key));
+                    }
+                    Reservation::Exhausted(reason) => {
+                        if reason == RotationReason::Count {
+                            keys.hard_limit_refusals.fetch_add(1, Ordering::Relaxed);
+                        }
+                        reason
+                    }
+                },
+            };
+            let rotation = self.start_rotation(&keys, current.as_ref(), reason);
+            match tokio::time::timeout_at(deadline, rotation).await {
+                Ok(Ok(_)) => continue,
+                Ok(Err(error)) => return Err(error),
+                Err(_) => return Err(KeyringError::Timeout(limits.rotation_wait)),
+            }
+        }
+    }
+
+    fn refresh_in_background(
+        &self,
+        keys: &Arc<NamespaceKeys>,
+        key: &Arc<ActiveKey>,
+        reason: RotationReason,
+    ) {
+        if key.refresh_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let rotation = self.start_rotation(keys, Some(key), reason);
+        let key = Arc::clone(key);
+        tokio::spawn(async move {
+            if rotation.await.is_err() {
+                // Let a later encode try again, without hammering a failing provider.
+                tokio::time::sleep(REFRESH_RETRY_AFTER).await;
+                key.refresh_started.store(false, Ordering::Release);
+            }
+        });
+    }
+
+    /// Starts (or joins) the namespace's one in-flight mint. A caller whose `expected` key was
+    /// already replaced gets the replacement without a provider call.
+    fn start_rotation(
+        &self,
+        keys: &Arc<NamespaceKeys>,
+        expected: Option<&Arc<ActiveKey>>,
+        reason: RotationReason,
+    ) -> Rotation {
+        let mut slot = keys.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rotation) = slot.as_ref() {
+            return rotation.clone();
+        }
+        let current = keys.active.load_full();
+        let replaced = match (&current, expected) {
+            (Some(current), Some(expected)) => !Arc::ptr_eq(current, expected),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if let Some(current) = current.filter(|c| replaced && !c.retired.load(Ordering::Acquire)) {
+            return futures_util::future::ready(Ok(current)).boxed().shared();
+        }
+        let inner = Arc::clone(&self.inner);
+        let task_keys = Arc::clone(keys);
+        let handle = tokio::spawn(async move {
+            let result = mint(&inner, &task_keys, reason).await;
+            if result.is_err() {
+                task_keys.rotation_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            *task_keys.inflight.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            result
+        });
+        let rotation = async move {
+            handle.await.unwrap_or_else(|_| {
+                Err(KeyringError::Provider(ProviderError::Unavailable(
+                    "data key task failed".to_owned(),
+                )))
+            })
+        }
+        .boxed()
+        .shared();
+        *slot = Some(rotation.clone());
+        rotation
+    }
+
+    /// Retires `namespace`'s active data key now: the next encode mints a new one. Returns
+    /// whether there was an active key.
+    pub fn retire_active(&self, namespace: &str) -> Result<bool, KeyringError> {
+        let keys = self.namespace(namespace)?;
+        match keys.active.load_full() {
+            Some(key) => {
+                key.retired.store(true, Ordering::Release);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The data key that opens a payload whose header names `kek` and `wrapped` for `namespace`.
+    /// Served from the cache when possible; otherwise one provider call, shared by concurrent
+    /// callers.
+    pub async fn data_key_for(
+        &self,
+        namespace: &str,
+        provider: ProviderKind,
+        kek: &KekRef,
+        wrapped: &[u8],
+    ) -> Result<Arc<DataKey>, KeyringError> {
+        let keys = self.namespace(namespace)?;
+        let expected = keys.policy.provider.kind();
+        if provider != expected {
+            return Err(KeyringError::WrongProvider {
+                expected,
+                found: provider,
+            });
+        }
+        let digest = cache_key(namespace, provider, kek, wrapped);
+        if let Some(key) = self.inner.cache.get(&digest).await {
+            self.inner.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(key);
+        }
+        self.inner
+            .stats
+            .cache_misses
+            .fetch_add(1, Ordering::Relaxed);
+        let inner = Arc::clone(&self.inner);
+        let wrapped = WrappedKey::new(wrapped.to_vec());
+        self.inner
+            .cache
+            .try_get_with(digest, async move {
+                let started = Instant::now();
+                let result = keys
+                    .policy
+                    .provider
+                    .unwrap_data_key(namespace, kek, &wrapped)
+                    .await;
+                inner.stats.record(
+                    provider,
+                    "unwrap",
+                    &result.as_ref().map(|_| ()),
+                    started.elapsed(),
+                );
+                result.map(Arc::new)
+            })
+            .await
+            .map_err(|error| KeyringError::Provider(ProviderError::clone(&error)))
+    }
+
+    /// A snapshot of every namespace that has been used in this process.
+    pub fn snapshot(&self) -> Vec<NamespaceSnapshot> {
+        let now = Instant::now();
+        let mut snapshots: Vec<_> = self
+            .inner
+            .namespaces
+            .load()
+            .values()
+            .map(|keys| {
+                let active = keys.active.load_full();
+                let limits = &keys.policy.limits;
+                NamespaceSnapshot {
+                    namespace: keys.namespace.clone(),
+                    metrics_label: keys.policy.metrics_label.clone(),
+                    provider: keys.policy.provider_name.clone(),
+                    key: keys.policy.key.clone(),
+                    active_key_id: active.as_ref().map(|key| key.key_id.clone()),
+                    uses: active
+                        .as_ref()
+                        .map(|key| key.uses.load(Ordering::Relaxed).min(limits.hard_limit))
+                        .unwrap_or(0),
+                    bytes: active
+                        .as_ref()
+                        .map(|key| key.bytes.load(Ordering::Relaxed))
+                        .unwrap_or(0),
+                    soft_limit: limits.soft_limit,
+                    hard_limit: limits.hard_limit,
+                    age_seconds: active
+                        .as_ref()
+                        .map(|key| now.saturating_duration_since(key.created).as_secs_f64())
+                        .unwrap_or(0.0),
+                    max_age_seconds: limits.max_age.as_secs_f64(),
+                    rotations: RotationReason::ALL
+                        .iter()
+                        .map(|reason| {
+                            (
+                                reason.as_str().to_owned(),
+                                keys.rotations[reason.index()].load(Ordering::Relaxed),
+                            )
+                        })
+                        .collect(),
+                    hard_limit_refusals: keys.hard_limit_refusals.load(Ordering::Relaxed),
+                    rotation_failures: keys.rotation_failures.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        snapshots.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+        snapshots
+    }
+
+    /// Checks every configured provider's health. Returns the first failure.
+    pub async fn check_providers(&self) -> Result<(), (String, ProviderError)> {
+        let policies = &self.inner.policies;
+        let mut seen = Vec::new();
+        for policy in policies.exact.values().chain(policies.wildcard.iter()) {
+            if seen.contains(&policy.provider_name) {
+                continue;
+            }
+            seen.push(policy.provider_name.clone());
+            policy
+                .provider
+                .health()
+                .await
+                .map_err(|error| (policy.provider_name.clone(), error))?;
+        }
+        Ok(())
+    }
+}
+
+/// Mints a data key for `keys`' namespace and makes it active.
+async fn mint(
+    inner: &Inner,
+    keys: &NamespaceKeys,
+    reason: RotationReason,
+) -> Result<Arc<ActiveKey>, KeyringError> {
+    let provider = &keys.policy.provider;
+    let started = Instant::now();
+    let result = provider
+        .generate_data_key(&keys.namespace, &keys.policy.key)
+        .await;
+    inner.stats.record(
+        provider.kind(),
+        "generate",
+        &result.as_ref().map(|_| ()),
+        started.elapsed(),
+    );
+    let generated = result.map_err(KeyringError::Provider)?;
+    let template = HeaderTemplate::new(
+        &keys.namespace,
+        provider.kind(),
+        &generated.kek,
+        &generated.wrapped,
+    )
+    .map_err(KeyringError::Header)?;
+    let data_key = Arc::new(generated.plaintext);
+    // Payloads sealed under this key open without a provider call.
+    inner
+        .cache
+        .insert(
+            cache_key(
+                &keys.namespace,
+                provider.kind(),
+                &generated.kek,
+                generated.wrapped.as_bytes(),
+            ),
+            Arc::clone(&data_key),
+        )
+        .await;
+    let key = Arc::new(ActiveKey {
+        data_key,
+        template,
+        key_id: format!("{}:{}", provider.kind(), generated.kek),
+        kek: generated.kek,
+        created: Instant::now(),
+        uses: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        refresh_started: AtomicBool::new(false),
+        retired: AtomicBool::new(false),
+        serial: keys.serial.fetch_add(1, Ordering::Relaxed) + 1,
+    });
+    if let Some(previous) = keys.active.swap(Some(Arc::clone(&key))) {
+        previous.retired.store(true, Ordering::Release);
+    }
+    keys.rotations[reason.index()].fetch_add(1, Ordering::Relaxed);
+    tracing::info!(
+        namespace = %keys.namespace,
+        key_id = %key.key_id,
+        reason = reason.as_str(),
+        "new data key active"
+    );
+    Ok(key)
+}

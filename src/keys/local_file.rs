@@ -1,0 +1,682 @@
+//! The local key file backend: KEKs kept in a JSON keyring file on disk.
+//!
+//! The embedded default: it works with nothing else installed. Each named key has numbered
+//! versions of 256-bit key material; data keys are wrapped with AES-256-GCM under the primary
+//! version, with the namespace, key name and version bound as associated data.
+//!
+//! The file is refused when group or others can read it, written atomically (temporary file,
+//! fsync, rename) with mode 0600, and its material is never printed. Changes made by another
+//! process (`kmscodec keys ...`) are picked up on the next provider call.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{GeneratedKey, KekVersion, KeyDescription, KeyProvider, ProviderError};
+use crate::secret::{DATA_KEY_LEN, DataKey, KekRef, ProviderKind, WrappedKey};
+
+/// The `format` value of a keyring file this build reads and writes.
+pub const FILE_FORMAT: &str = "kmscodec-local-keyring/v1";
+const WRAP_LABEL: &[u8] = b"kmscodec local-file wrap v1\0";
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+/// A wrapped data key: nonce, encrypted key, tag.
+const WRAPPED_LEN: usize = NONCE_LEN + DATA_KEY_LEN + TAG_LEN;
+
+/// The keyring file as stored on disk.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct KeyringFile {
+    format: String,
+    keys: BTreeMap<String, StoredKey>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredKey {
+    created_at: String,
+    /// Whether new data keys may be minted (false: decrypt-only).
+    #[serde(default = "yes")]
+    encrypt_enabled: bool,
+    /// The version new data keys are wrapped under.
+    primary: u32,
+    versions: Vec<StoredVersion>,
+    /// Set by `keys shred`: after this time the key is destroyed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    destroy_after: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredVersion {
+    version: u32,
+    created_at: String,
+    /// Base64 of the 32 bytes of key material.
+    material: Zeroizing<String>,
+}
+
+/// A KEK version's material in memory.
+struct Material(Zeroizing<[u8; 32]>);
+
+/// The parsed keyring: key name to versions.
+struct Loaded {
+    modified: Option<SystemTime>,
+    keys: BTreeMap<String, LoadedKey>,
+}
+
+struct LoadedKey {
+    created_at: String,
+    encrypt_enabled: bool,
+    primary: u32,
+    versions: BTreeMap<u32, (String, Material)>,
+    destroy_after: Option<String>,
+}
+
+/// Local key file provider.
+pub struct LocalFile {
+    path: PathBuf,
+    state: Mutex<Arc<Loaded>>,
+}
+
+impl std::fmt::Debug for LocalFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalFile")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn misconfigured(path: &Path, what: impl std::fmt::Display) -> ProviderError {
+    ProviderError::Misconfigured(format!("keyring file {}: {what}", path.display()))
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// Refuses a keyring file that group or others can read or write.
+pub fn check_permissions(path: &Path) -> Result<(), ProviderError> {
+    let metadata = fs::metadata(path).map_err(|error| misconfigured(path, error))?;
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(misconfigured(
+            path,
+            format!(
+                "is accessible by group or others (mode {mode:04o}); it holds key material: \
+                 run `chmod 600 {}`",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn read_file(path: &Path) -> Result<Loaded, ProviderError> {
+    check_permissions(path)?;
+    let modified = fs::metadata(path).and_then(|m| m.modified()).ok();
+    let bytes = Zeroizing::new(fs::read(path).map_err(|error| misconfigured(path, error))?);
+    let file: KeyringFile = serde_json::from_slice(&bytes)
+        .map_err(|error| misconfigured(path, format!("not a valid keyring: {error}")))?;
+    if file.format != FILE_FORMAT {
+        return Err(misconfigured(
+            path,
+            format!("format is {:?}, expected {FILE_FORMAT:?}", file.format),
+        ));
+    }
+    let mut keys = BTreeMap::new();
+    for (name, stored) in file.keys {
+        let mut versions = BTreeMap::new();
+        for version in stored.versions {
+            let decoded = Zeroizing::new(
+                base64_simd::STANDARD
+                    .decode_to_vec(version.material.as_bytes())
+                    .map_err(|_| {
+                        misconfigured(
+                            path,
+                            format!("key {name} v{}: bad material", version.version),
+                        )
+                    })?,
+            );
+            let material: [u8; 32] = decoded.as_slice().try_into().map_err(|_| {
+                misconfigured(
+                    path,
+                    format!("key {name} v{}: material is not 32 bytes", version.version),
+                )
+            })?;
+            versions.insert(
+                version.version,
+                (version.created_at, Material(Zeroizing::new(material))),
+            );
+        }
+        if !versions.contains_key(&stored.primary) {
+            return Err(misconfigured(
+                path,
+                format!(
+                    "key {name}: primary version {} does not exist",
+                    stored.primary
+                ),
+            ));
+        }
+        keys.insert(
+            name,
+            LoadedKey {
+                created_at: stored.created_at,
+                encrypt_enabled: stored.encrypt_enabled,
+                primary: stored.primary,
+                versions,
+                destroy_after: stored.destroy_after,
+            },
+        );
+    }
+    Ok(Loaded { modified, keys })
+}
+
+fn write_file(path: &Path, loaded: &Loaded) -> Result<(), ProviderError> {
+    let file = KeyringFile {
+        format: FILE_FORMAT.to_owned(),
+        keys: loaded
+            .keys
+            .iter()
+            .map(|(name, key)| {
+                (
+                    name.clone(),
+                    StoredKey {
+                        created_at: key.created_at.clone(),
+                        encrypt_enabled: key.encrypt_enabled,
+                        primary: key.primary,
+                        destroy_after: key.destroy_after.clone(),
+                        versions: key
+                            .versions
+                            .iter()
+                            .map(|(version, (created_at, material))| StoredVersion {
+                                version: *version,
+                                created_at: created_at.clone(),
+                                material: Zeroizing::new(
+                                    base64_simd::STANDARD.encode_to_string(material.0.as_slice()),
+                                ),
+                            })
+                            .collect(),
+                    },
+                )
+            })
+            .collect(),
+    };
+    let bytes = Zeroizing::new(
+        serde_json::to_vec_pretty(&file).map_err(|error| misconfigured(path, error))?,
+    );
+    write_atomically(path, &bytes).map_err(|error| misconfigured(path, error))
+}
+
+/// Writes `bytes` to `path` through a 0600 temporary file in the same folder, fsynced and renamed
+/// over the target, so a reader sees the old file or the new one, never half of one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut suffix = [0u8; 8];
+    getrandom::fill(&mut suffix).map_err(std::io::Error::other)?;
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "keyring".to_owned());
+    let temporary = dir.join(format!(".{name}.tmp-{}", u64::from_le_bytes(suffix)));
+    let result = (|| {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temporary, path)?;
+        if let Ok(dir) = fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    result
+}
+
+fn new_material() -> Result<Material, ProviderError> {
+    let mut material = Zeroizing::new([0u8; 32]);
+    getrandom::fill(material.as_mut_slice())
+        .map_err(|error| ProviderError::Unavailable(format!("random number generator: {error}")))?;
+    Ok(Material(material))
+}
+
+/// The associated data binding a wrap to its namespace, key name and version.
+fn wrap_aad(namespace: &str, key: &str, version: u32) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(WRAP_LABEL.len() + 8 + namespace.len() + key.len());
+    aad.extend_from_slice(WRAP_LABEL);
+    aad.extend_from_slice(&(namespace.len() as u32).to_be_bytes());
+    aad.extend_from_slice(namespace.as_bytes());
+    aad.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    aad.extend_from_slice(key.as_bytes());
+    aad.extend_from_slice(&version.to_be_bytes());
+    aad
+}
+
+impl LocalFile {
+    /// Opens an existing keyring file, checking its permissions and contents.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, ProviderError> {
+        let path = path.into();
+        let loaded = read_file(&path)?;
+        Ok(Self {
+            path,
+            state: Mutex::new(Arc::new(loaded)),
+        })
+    }
+
+    /// Creates a new keyring file holding one key named `key`. Fails if the file exists.
+    pub fn create(path: impl Into<PathBuf>, key: &str) -> Result<Self, ProviderError> {
+        let path = path.into();
+        if path.exists() {
+            return Err(misconfigured(&path, "already exists"));
+        }
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            create_private_dir(dir).map_err(|error| misconfigured(&path, error))?;
+        }
+        let mut loaded = Loaded {
+            modified: None,
+            keys: BTreeMap::new(),
+        };
+        loaded.keys.insert(key.to_owned(), new_key()?);
+        write_file(&path, &loaded)?;
+        Self::open(path)
+    }
+
+    /// Opens the keyring at `path`, creating it with one key named `key` if it does not exist.
+    /// Returns whether it was created.
+    pub fn open_or_create(
+        path: impl Into<PathBuf>,
+        key: &str,
+    ) -> Result<(Self, bool), ProviderError> {
+        let path = path.into();
+        if path.exists() {
+            Ok((Self::open(path)?, false))
+        } else {
+            Ok((Self::create(path, key)?, true))
+        }
+    }
+
+    /// The keyring file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The current contents, re-read when the file changed on disk.
+    fn current(&self) -> Result<Arc<Loaded>, ProviderError> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| misconfigured(&self.path, "state lock poisoned"))?;
+        let modified = fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .map_err(|error| {
+                ProviderError::Unavailable(format!("keyring file {}: {error}", self.path.display()))
+            })?;
+        if state.modified != Some(modified) {
+            *state = Arc::new(read_file(&self.path)?);
+        }
+        Ok(Arc::clone(&state))
+    }
+
+    /// Applies `change` to a fresh read of the file and writes the result atomically.
+    fn update<T>(
+        &self,
+        change: impl FnOnce(&mut Loaded) -> Result<T, ProviderError>,
+    ) -> Result<T, ProviderError> {
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| misconfigured(&self.path, "state lock poisoned"))?;
+        let mut loaded = read_file(&self.path)?;
+        let value = change(&mut loaded)?;
+        write_file(&self.path, &loaded)?;
+        *state = Arc::new(read_file(&self.path)?);
+        Ok(value)
+    }
+
+    /// Creates key `key` if it does not exist. Returns whether it was created.
+    pub fn create_key(&self, key: &str) -> Result<bool, ProviderError> {
+        self.update(|loaded| {
+            if loaded.keys.contains_key(key) {
+                return Ok(false);
+            }
+            loaded.keys.insert(key.to_owned(), new_key()?);
+            Ok(true)
+        })
+    }
+
+    /// Adds a new version to `key` and makes it primary. Returns the new version.
+    pub fn rotate_key(&self, key: &str) -> Result<u32, ProviderError> {
+        self.update(|loaded| {
+            let stored = loaded
+                .keys
+                .get_mut(key)
+                .ok_or_else(|| ProviderError::NotFound(key.to_owned()))?;
+            let next = stored.versions.keys().next_back().copied().unwrap_or(0) + 1;
+            stored
+                .versions
+                .insert(next, (now_rfc3339(), new_material()?));
+            stored.primary = next;
+            Ok(next)
+        })
+    }
+
+    /// Turns minting of new data keys under `key` on or off.
+    pub fn set_encrypt_enabled(&self, key: &str, enabled: bool) -> Result<(), ProviderError> {
+        self.update(|loaded| {
+            let stored = loaded
+                .keys
+                .get_mut(key)
+                .ok_or_else(|| ProviderError::NotFound(key.to_owned()))?;
+            stored.encrypt_enabled = enabled;
+            Ok(())
+        })
+    }
+
+    /// Removes `key` and all its versions from the file: payloads wrapped under it can never be
+    /// opened again.
+    pub fn destroy_key(&self, key: &str) -> Result<(), ProviderError> {
+        self.update(|loaded| {
+            loaded
+                .keys
+                .remove(key)
+                .map(|_| ())
+                .ok_or_else(|| ProviderError::NotFound(key.to_owned()))
+        })
+    }
+
+    /// The names of all keys.
+    pub fn key_names(&self) -> Result<Vec<String>, ProviderError> {
+        Ok(self.current()?.keys.keys().cloned().collect())
+    }
+}
+
+fn new_key() -> Result<LoadedKey, ProviderError> {
+    let created_at = now_rfc3339();
+    Ok(LoadedKey {
+        created_at: created_at.clone(),
+        encrypt_enabled: true,
+        primary: 1,
+        versions: BTreeMap::from([(1, (created_at, new_material()?))]),
+        destroy_after: None,
+    })
+}
+
+/// Creates `dir` (and parents) with mode 0700 where it does not exist.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+#[async_trait]
+impl KeyProvider for LocalFile {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::LocalFile
+    }
+
+    async fn generate_data_key(
+        &self,
+        namespace: &str,
+        key: &str,
+    ) -> Result<GeneratedKey, ProviderError> {
+        let loaded = self.current()?;
+        let stored = loaded
+            .keys
+            .get(key)
+            .ok_or_else(|| ProviderError::NotFound(format!("local key {key:?}")))?;
+        if !stored.encrypt_enabled || stored.destroy_after.is_some() {
+            return Err(ProviderError::Disabled(format!(
+                "local key {key:?} is in decrypt-only mode"
+            )));
+        }
+        let version = stored.primary;
+        let (_, material) = stored
+            .versions
+            .get(&version)
+            .ok_or_else(|| ProviderError::NotFound(format!("local key {key:?} v{version}")))?;
+        let plaintext = DataKey::generate().map_err(|error| {
+            ProviderError::Unavailable(format!("random number generator: {error}"))
+        })?;
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(|error| {
+            ProviderError::Unavailable(format!("random number generator: {error}"))
+        })?;
+        let mut wrapped = Vec::with_capacity(WRAPPED_LEN);
+        wrapped.extend_from_slice(&nonce);
+        wrapped.extend_from_slice(plaintext.expose_secret());
+        let cipher = Aes256Gcm::new((&*material.0).into());
+        let tag = cipher
+            .encrypt_inout_detached(
+                &Nonce::from(nonce),
+                &wrap_aad(namespace, key, version),
+                (&mut wrapped[NONCE_LEN..]).into(),
+            )
+            .map_err(|_| ProviderError::Misconfigured("wrap failed".to_owned()))?;
+        wrapped.extend_from_slice(&tag);
+        Ok(GeneratedKey {
+            plaintext,
+            wrapped: WrappedKey::new(wrapped),
+            kek: KekRef {
+                key: key.to_owned(),
+                version,
+            },
+        })
+    }
+
+    async fn unwrap_data_key(
+        &self,
+        namespace: &str,
+        kek: &KekRef,
+        wrapped: &WrappedKey,
+    ) -> Result<DataKey, ProviderError> {
+        let loaded = self.current()?;
+        let stored = loaded
+            .keys
+            .get(&kek.key)
+            .ok_or_else(|| ProviderError::NotFound(format!("local key {:?}", kek.key)))?;
+        let (_, material) = stored
+            .versions
+            .get(&kek.version)
+            .ok_or_else(|| ProviderError::NotFound(format!("local key {kek}")))?;
+        let bytes = wrapped.as_bytes();
+        if bytes.len() != WRAPPED_LEN {
+            return Err(ProviderError::Invalid);
+        }
+        let (nonce, rest) = bytes.split_at(NONCE_LEN);
+        let (ciphertext, tag) = rest.split_at(DATA_KEY_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| ProviderError::Invalid)?;
+        let tag = Tag::try_from(tag).map_err(|_| ProviderError::Invalid)?;
+        let mut plaintext = Zeroizing::new([0u8; DATA_KEY_LEN]);
+        plaintext.copy_from_slice(ciphertext);
+        Aes256Gcm::new((&*material.0).into())
+            .decrypt_inout_detached(
+                &Nonce::from(nonce),
+                &wrap_aad(namespace, &kek.key, kek.version),
+                plaintext.as_mut_slice().into(),
+                &tag,
+            )
+            .map_err(|_| ProviderError::Invalid)?;
+        DataKey::from_slice(plaintext.as_slice()).ok_or(ProviderError::Invalid)
+    }
+
+    async fn describe(&self, key: &str) -> Result<KeyDescription, ProviderError> {
+        let loaded = self.current()?;
+        let stored = loaded
+            .keys
+            .get(key)
+            .ok_or_else(|| ProviderError::NotFound(format!("local key {key:?}")))?;
+        let mut notes = vec![format!("keyring file {}", self.path.display())];
+        notes.push(format!("created {}", stored.created_at));
+        if let Some(after) = &stored.destroy_after {
+            notes.push(format!("scheduled for destruction after {after}"));
+        }
+        Ok(KeyDescription {
+            provider: ProviderKind::LocalFile.as_str().to_owned(),
+            key: key.to_owned(),
+            primary_version: Some(stored.primary),
+            versions: stored
+                .versions
+                .iter()
+                .map(|(version, (created_at, _))| KekVersion {
+                    version: *version,
+                    created_at: Some(created_at.clone()),
+                })
+                .collect(),
+            encrypt_enabled: stored.encrypt_enabled && stored.destroy_after.is_none(),
+            decrypt_enabled: true,
+            notes,
+        })
+    }
+
+    async fn health(&self) -> Result<(), ProviderError> {
+        self.current().map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider() -> (tempfile::TempDir, LocalFile) {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = LocalFile::create(dir.path().join("keys/keyring.json"), "dev").unwrap();
+        (dir, provider)
+    }
+
+    #[tokio::test]
+    async fn wrap_binds_namespace_key_and_version() {
+        let (_dir, provider) = provider();
+        let generated = provider.generate_data_key("alpha", "dev").await.unwrap();
+        assert_eq!(
+            generated.kek,
+            KekRef {
+                key: "dev".into(),
+                version: 1
+            }
+        );
+        assert_eq!(generated.wrapped.as_bytes().len(), WRAPPED_LEN);
+        let unwrapped = provider
+            .unwrap_data_key("alpha", &generated.kek, &generated.wrapped)
+            .await
+            .unwrap();
+        assert_eq!(
+            unwrapped.expose_secret(),
+            generated.plaintext.expose_secret()
+        );
+        assert_eq!(
+            provider
+                .unwrap_data_key("beta", &generated.kek, &generated.wrapped)
+                .await
+                .unwrap_err(),
+            ProviderError::Invalid
+        );
+        let other_version = KekRef {
+            key: "dev".into(),
+            version: 2,
+        };
+        assert!(matches!(
+            provider
+                .unwrap_data_key("alpha", &other_version, &generated.wrapped)
+                .await,
+            Err(ProviderError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn file_is_private_and_refused_when_readable_by_others() {
+        let (_dir, provider) = provider();
+        let mode = fs::metadata(provider.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dir_mode = fs::metadata(provider.path().parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dir_mode, 0o700);
+        fs::set_permissions(provider.path(), fs::Permissions::from_mode(0o644)).unwrap();
+        let error = LocalFile::open(provider.path()).unwrap_err().to_string();
+        assert!(error.contains("accessible by group or others"), "{error}");
+        assert!(error.contains("chmod 600"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn rotation_keeps_old_versions_and_file_never_shows_in_debug() {
+        let (_dir, provider) = provider();
+        let old = provider.generate_data_key("ns", "dev").await.unwrap();
+        assert_eq!(provider.rotate_key("dev").unwrap(), 2);
+        let new = provider.generate_data_key("ns", "dev").await.unwrap();
+        assert_eq!(new.kek.version, 2);
+        provider
+            .unwrap_data_key("ns", &old.kek, &old.wrapped)
+            .await
+            .unwrap();
+        let description = provider.describe("dev").await.unwrap();
+        assert_eq!(description.primary_version, Some(2));
+        assert_eq!(description.versions.len(), 2);
+        assert!(!format!("{provider:?}").contains("material"));
+    }
+
+    #[tokio::test]
+    async fn changes_by_another_writer_are_picked_up() {
+        let (_dir, provider) = provider();
+        let other = LocalFile::open(provider.path()).unwrap();
+        // Give the file a distinct modification time.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        other.set_encrypt_enabled("dev", false).unwrap();
+        assert!(matches!(
+            provider.generate_data_key("ns", "dev").await,
+            Err(ProviderError::Disabled(_))
+        ));
+    }
+
+    #[test]
+    fn corrupt_files_are_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.json");
+        write_atomically(&path, b"{\"format\":\"other\",\"keys\":{}}").unwrap();
+        let error = LocalFile::open(&path).unwrap_err().to_string();
+        assert!(error.contains("format"), "{error}");
+        write_atomically(&path, b"not json").unwrap();
+        assert!(
+            LocalFile::open(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("not a valid keyring")
+        );
+    }
+}

@@ -1,0 +1,363 @@
+//! The Temporal Codec Server HTTP protocol, as the Temporal CLI, Web UI and SDK codecs use it.
+//!
+//! Routes (see `docs/configuration.md` for every status code):
+//!
+//! * `POST …/encode`, `POST …/decode` under any path prefix, query string ignored. The namespace
+//!   comes from `X-Namespace`, else (when enabled) from the path segment before `encode`/`decode`
+//!   (`/{namespace}/decode`, as the CLI's `{namespace}` substitution produces).
+//! * `OPTIONS` on any path: a CORS preflight, answered for allowed origins only.
+//! * `POST …/download`: external storage is not supported; a clear 404.
+//! * `GET /healthz` (liveness: the process answers) and `GET /readyz` (key providers reachable,
+//!   not draining).
+//!
+//! CORS headers are added to every response for an allowed origin, errors included, so the
+//! browser shows the UI the real status instead of a network error.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::response::Response;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+
+use super::AppState;
+use super::error::http_status;
+use crate::codec::{CodecError, ErrorClass, NamespaceCheck};
+use crate::config::{CorsConfig, valid_namespace};
+use crate::payload;
+
+/// The header the CLI and the Web UI name the namespace in.
+pub const NAMESPACE_HEADER: &str = "x-namespace";
+/// Request headers the Web UI sends cross-origin.
+const ALLOWED_HEADERS: &str = "Content-Type, X-Namespace, Authorization, Authorization-Extras";
+
+/// HTTP settings.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Largest request body.
+    pub body_limit_bytes: usize,
+    /// Take the namespace from the path when `X-Namespace` is absent.
+    pub namespace_from_path: bool,
+    /// Longest a codec call may take.
+    pub request_timeout: Duration,
+    /// CORS.
+    pub cors: CorsConfig,
+}
+
+struct Http {
+    state: AppState,
+    options: HttpOptions,
+}
+
+/// The codec router. Every route is handled by one function so that path matching follows the
+/// protocol (final segment only), not a route table.
+pub fn router(state: AppState, options: HttpOptions) -> Router {
+    let http = Arc::new(Http { state, options });
+    Router::new().fallback(handle).with_state(http)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    Encode,
+    Decode,
+}
+
+impl Operation {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Encode => "encode",
+            Self::Decode => "decode",
+        }
+    }
+}
+
+async fn handle(State(http): State<Arc<Http>>, request: Request) -> Response {
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let preflight = request.method() == Method::OPTIONS;
+    let mut response = http.route(request).await;
+    apply_cors(
+        &http.options.cors,
+        origin.as_ref(),
+        preflight,
+        response.headers_mut(),
+    );
+    response
+}
+
+/// Adds CORS headers for an allowed origin; nothing for any other origin.
+fn apply_cors(
+    cors: &CorsConfig,
+    origin: Option<&HeaderValue>,
+    preflight: bool,
+    headers: &mut HeaderMap,
+) {
+    let Some(origin) = origin else { return };
+    let Ok(origin_text) = origin.to_str() else {
+        return;
+    };
+    let allowed = cors
+        .allowed_origins
+        .iter()
+        .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin_text));
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    if !allowed {
+        return;
+    }
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    if cors.allow_credentials {
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+    }
+    if preflight {
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST, OPTIONS"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(ALLOWED_HEADERS),
+        );
+        if let Ok(age) = HeaderValue::from_str(&cors.max_age.as_secs().to_string()) {
+            headers.insert(header::ACCESS_CONTROL_MAX_AGE, age);
+        }
+    }
+}
+
+/// A JSON error body: `{"code": "...", "message": "..."}`.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let mut body = Vec::with_capacity(message.len() + code.len() + 32);
+    body.extend_from_slice(b"{\"code\":");
+    payload::write_json_string(code, &mut body);
+    body.extend_from_slice(b",\"message\":");
+    payload::write_json_string(message, &mut body);
+    body.push(b'}');
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn text_response(status: StatusCode, text: String) -> Response {
+    let mut response = Response::new(Body::from(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn method_not_allowed(allow: &'static str) -> Response {
+    let mut response = error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("use {allow}"),
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+fn codec_error_response(operation: Operation, namespace: &str, error: &CodecError) -> Response {
+    let class = error.class();
+    match class {
+        ErrorClass::Internal | ErrorClass::Unavailable => {
+            tracing::warn!(op = operation.as_str(), namespace, %error, "codec request failed");
+        }
+        _ => {
+            tracing::debug!(op = operation.as_str(), namespace, error = ?error, "codec request refused")
+        }
+    }
+    error_response(http_status(class), error.code(), &error.public_message())
+}
+
+impl Http {
+    async fn route(&self, request: Request) -> Response {
+        let path = request.uri().path().to_owned();
+        match path.as_str() {
+            "/healthz" | "/livez" => {
+                return match *request.method() {
+                    Method::GET | Method::HEAD => text_response(StatusCode::OK, "ok\n".to_owned()),
+                    _ => method_not_allowed("GET"),
+                };
+            }
+            "/readyz" => {
+                return match *request.method() {
+                    Method::GET | Method::HEAD => match self.state.readiness.reason() {
+                        None => text_response(StatusCode::OK, "ready\n".to_owned()),
+                        Some(reason) => text_response(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready: {reason}\n"),
+                        ),
+                    },
+                    _ => method_not_allowed("GET"),
+                };
+            }
+            _ => {}
+        }
+        let trimmed = path.trim_end_matches('/');
+        let (prefix, last) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
+        let operation = match last {
+            "encode" => Operation::Encode,
+            "decode" => Operation::Decode,
+            "download" => {
+                if request.method() == Method::OPTIONS {
+                    return empty(StatusCode::NO_CONTENT);
+                }
+                return error_response(
+                    StatusCode::NOT_FOUND,
+                    "download_not_supported",
+                    "this codec server does not serve external payload storage downloads",
+                );
+            }
+            _ => {
+                if request.method() == Method::OPTIONS {
+                    return empty(StatusCode::NO_CONTENT);
+                }
+                return error_response(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no such route; use POST …/encode or …/decode",
+                );
+            }
+        };
+        if request.method() == Method::OPTIONS {
+            return empty(StatusCode::NO_CONTENT);
+        }
+        if request.method() != Method::POST {
+            return method_not_allowed("POST, OPTIONS");
+        }
+        let namespace = match self.namespace(request.headers(), prefix) {
+            Ok(namespace) => namespace,
+            Err(response) => return *response,
+        };
+        let limit = self.options.body_limit_bytes;
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limit as u64) {
+            return too_large(limit);
+        }
+        let body = match to_bytes(request.into_body(), limit).await {
+            Ok(body) => body,
+            Err(error) => {
+                let too_big = std::error::Error::source(&error)
+                    .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+                return if too_big {
+                    too_large(limit)
+                } else {
+                    error_response(
+                        StatusCode::BAD_REQUEST,
+                        "bad_body",
+                        "could not read the request body",
+                    )
+                };
+            }
+        };
+        let payloads = match payload::from_json(&body) {
+            Ok(payloads) => payloads,
+            Err(error) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    &format!("body is not a valid Payloads JSON document: {error}"),
+                );
+            }
+        };
+        drop(body);
+        let codec = &self.state.codec;
+        let work = async {
+            match operation {
+                Operation::Encode => codec.encode(&namespace, payloads).await,
+                Operation::Decode => {
+                    codec
+                        .decode(NamespaceCheck::Expect(&namespace), payloads)
+                        .await
+                }
+            }
+        };
+        let result = match tokio::time::timeout(self.options.request_timeout, work).await {
+            Ok(result) => result,
+            Err(_) => {
+                return error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "timeout",
+                    "the request took longer than the configured request timeout",
+                );
+            }
+        };
+        match result {
+            Ok(payloads) => {
+                let mut out = Vec::new();
+                payload::to_json(&payloads, &mut out);
+                let mut response = Response::new(Body::from(out));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            Err(error) => codec_error_response(operation, &namespace, &error),
+        }
+    }
+
+    fn namespace(&self, headers: &HeaderMap, prefix: &str) -> Result<String, Box<Response>> {
+        let from_header = headers
+            .get(NAMESPACE_HEADER)
+            .map(|value| value.to_str().map(str::trim));
+        let candidate = match from_header {
+            Some(Ok(name)) if !name.is_empty() => name.to_owned(),
+            Some(Err(_)) => {
+                return Err(Box::new(error_response(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_namespace",
+                    "X-Namespace is not valid text",
+                )));
+            }
+            _ => {
+                let segment = prefix.rsplit('/').next().unwrap_or("");
+                if self.options.namespace_from_path && !segment.is_empty() {
+                    segment.to_owned()
+                } else {
+                    return Err(Box::new(error_response(
+                        StatusCode::BAD_REQUEST,
+                        "missing_namespace",
+                        "name the namespace in the X-Namespace header (or as the path segment before encode/decode)",
+                    )));
+                }
+            }
+        };
+        if !valid_namespace(&candidate) {
+            return Err(Box::new(error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid_namespace",
+                "namespace must be 1-255 printable characters without spaces or '/'",
+            )));
+        }
+        Ok(candidate)
+    }
+}
+
+fn empty(status: StatusCode) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = status;
+    response
+}
+
+fn too_large(limit: usize) -> Response {
+    error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        &format!("request body exceeds the limit of {limit} bytes"),
+    )
+}
