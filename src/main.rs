@@ -1,7 +1,7 @@
 //! The `kmscodec` binary: parse the command line, load configuration, build, then serve or run
 //! one command. Only this file installs signal handlers.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -145,6 +145,7 @@ fn init_tracing(global: &Global) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match global.log_format {
         LogFormat::Text => builder.init(),
