@@ -335,35 +335,62 @@ struct NamespaceKeys {
     serial: AtomicU64,
 }
 
-/// Counters the metrics module reads.
-#[derive(Default)]
+/// Counters and histograms the metrics module registers. Prometheus types, so that there is one
+/// source of truth and provider latency keeps its distribution.
 pub struct Stats {
     /// Decodes whose data key was in the cache.
-    pub cache_hits: AtomicU64,
+    pub cache_hits: prometheus::IntCounter,
     /// Decodes whose data key had to be unwrapped (or awaited an unwrap in flight).
-    pub cache_misses: AtomicU64,
-    /// Provider calls, by operation and outcome.
-    pub provider_calls: Mutex<HashMap<ProviderCallKey, ProviderCallStats>>,
+    pub cache_misses: prometheus::IntCounter,
+    /// Provider calls by `provider`, `op` (`generate`, `unwrap`) and `result` (`ok` or an error
+    /// label from [`ProviderError::label`]).
+    pub provider_calls: prometheus::IntCounterVec,
+    /// Provider call latency by `provider` and `op`.
+    pub provider_seconds: prometheus::HistogramVec,
 }
 
-/// Identifies a provider call series.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ProviderCallKey {
-    /// Provider kind label.
-    pub provider: &'static str,
-    /// `generate` or `unwrap`.
-    pub op: &'static str,
-    /// `ok` or an error label.
-    pub result: &'static str,
+impl Default for Stats {
+    fn default() -> Self {
+        // Names and help texts are constants: these constructors cannot fail.
+        let counter = |name: &str, help: &str| {
+            prometheus::IntCounter::new(name, help).unwrap_or_else(|_| unreachable_metric())
+        };
+        Self {
+            cache_hits: counter(
+                "kmscodec_decode_cache_hits_total",
+                "Decodes whose data key was already unwrapped in the cache.",
+            ),
+            cache_misses: counter(
+                "kmscodec_decode_cache_misses_total",
+                "Decodes whose data key had to be unwrapped by the key provider.",
+            ),
+            provider_calls: prometheus::IntCounterVec::new(
+                prometheus::Opts::new(
+                    "kmscodec_provider_calls_total",
+                    "Key provider calls by provider, operation and result.",
+                ),
+                &["provider", "op", "result"],
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+            provider_seconds: prometheus::HistogramVec::new(
+                prometheus::HistogramOpts::new(
+                    "kmscodec_provider_call_duration_seconds",
+                    "Key provider call latency.",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+                &["provider", "op"],
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+        }
+    }
 }
 
-/// Count and total latency of one provider call series.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProviderCallStats {
-    /// Calls.
-    pub count: u64,
-    /// Sum of latencies.
-    pub seconds: f64,
+#[cold]
+fn unreachable_metric() -> ! {
+    // Only reachable if a constant metric name above were invalid: a build-time bug.
+    std::process::abort()
 }
 
 impl Stats {
@@ -374,33 +401,33 @@ impl Stats {
         result: &Result<(), &ProviderError>,
         elapsed: Duration,
     ) {
-        let key = ProviderCallKey {
-            provider: provider.as_str(),
-            op,
-            result: match result {
-                Ok(()) => "ok",
-                Err(error) => error.label(),
-            },
+        let outcome = match result {
+            Ok(()) => "ok",
+            Err(error) => error.label(),
         };
-        if let Ok(mut calls) = self.provider_calls.lock() {
-            let entry = calls.entry(key).or_default();
-            entry.count += 1;
-            entry.seconds += elapsed.as_secs_f64();
-        }
+        self.provider_calls
+            .with_label_values(&[provider.as_str(), op, outcome])
+            .inc();
+        self.provider_seconds
+            .with_label_values(&[provider.as_str(), op])
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Total provider calls for `op` (all providers and results).
     pub fn provider_call_count(&self, op: &str) -> u64 {
+        use prometheus::core::Collector;
         self.provider_calls
-            .lock()
-            .map(|calls| {
-                calls
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .filter(|metric| {
+                metric
+                    .get_label()
                     .iter()
-                    .filter(|(key, _)| key.op == op)
-                    .map(|(_, stats)| stats.count)
-                    .sum()
+                    .any(|label| label.name() == "op" && label.value() == op)
             })
-            .unwrap_or(0)
+            .map(|metric| metric.get_counter().get_value() as u64)
+            .sum()
     }
 }
 
@@ -591,6 +618,8 @@ impl Keyring {
         loop {
             let current = keys.active.load_full();
             let reason = match &current {
+                // A key existed before: the sweeper dropped it at its maximum age.
+                None if keys.serial.load(Ordering::Relaxed) > 0 => RotationReason::Age,
                 None => RotationReason::Initial,
                 Some(key) => match key.reserve(limits, plaintext_len as u64, Instant::now()) {
                     Reservation::Granted { refresh } => {
@@ -713,13 +742,10 @@ impl Keyring {
         }
         let digest = cache_key(namespace, provider, kek, wrapped);
         if let Some(key) = self.inner.cache.get(&digest).await {
-            self.inner.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            self.inner.stats.cache_hits.inc();
             return Ok(key);
         }
-        self.inner
-            .stats
-            .cache_misses
-            .fetch_add(1, Ordering::Relaxed);
+        self.inner.stats.cache_misses.inc();
         let inner = Arc::clone(&self.inner);
         let wrapped = WrappedKey::new(wrapped.to_vec());
         self.inner
@@ -791,6 +817,27 @@ impl Keyring {
             .collect();
         snapshots.sort_by(|a, b| a.namespace.cmp(&b.namespace));
         snapshots
+    }
+
+    /// Drops every active data key past its maximum age, so that an idle namespace does not keep
+    /// an expired key in memory. Returns how many were dropped. The server calls this
+    /// periodically; the next encode mints a new key.
+    pub fn retire_expired(&self) -> usize {
+        let now = Instant::now();
+        let mut retired = 0;
+        for keys in self.inner.namespaces.load().values() {
+            if let Some(key) = keys.active.load_full()
+                && now.saturating_duration_since(key.created) >= keys.policy.limits.max_age
+            {
+                key.retired.store(true, Ordering::Release);
+                // Only clear the slot if it still holds this key (a rotation may have replaced it).
+                let previous = keys.active.compare_and_swap(&Some(Arc::clone(&key)), None);
+                if previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, &key)) {
+                    retired += 1;
+                }
+            }
+        }
+        retired
     }
 
     /// Checks every configured provider's health. Returns the first failure.

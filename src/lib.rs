@@ -25,6 +25,7 @@ pub mod config;
 pub mod envelope;
 pub mod keyring;
 pub mod keys;
+pub mod metrics;
 pub mod payload;
 pub mod secret;
 pub mod server;

@@ -1,0 +1,381 @@
+//! Prometheus metrics: the registry, the typed label sets, and the text exposition.
+//!
+//! Label values come from closed sets (`transport`, `op`, `result`, `reason`, `provider`) or from
+//! configuration (`namespace` is the configured namespace name, or `*` for every namespace the
+//! wildcard entry serves), so cardinality is bounded by the config file, never by callers.
+//! Per-namespace key gauges are refreshed from the keyring at scrape time.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::codec::ErrorClass;
+use crate::keyring::Keyring;
+
+/// Which transport served a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// The Temporal Codec Server HTTP protocol.
+    Http,
+    /// The gRPC codec service.
+    Grpc,
+}
+
+impl Transport {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Grpc => "grpc",
+        }
+    }
+}
+
+/// Which codec operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Seal.
+    Encode,
+    /// Open.
+    Decode,
+}
+
+impl Op {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Encode => "encode",
+            Self::Decode => "decode",
+        }
+    }
+}
+
+/// The `result` label: `ok` or the error class.
+pub fn result_label(result: Result<(), ErrorClass>) -> &'static str {
+    match result {
+        Ok(()) => "ok",
+        Err(ErrorClass::InvalidInput) => "invalid_input",
+        Err(ErrorClass::TooLarge) => "too_large",
+        Err(ErrorClass::NotFound) => "not_found",
+        Err(ErrorClass::Forbidden) => "forbidden",
+        Err(ErrorClass::Unavailable) => "unavailable",
+        Err(ErrorClass::Internal) => "internal",
+    }
+}
+
+/// Per-namespace key series, refreshed at scrape time.
+struct KeySeries {
+    uses: GaugeVec,
+    soft_limit: GaugeVec,
+    hard_limit: GaugeVec,
+    usage_ratio: GaugeVec,
+    age: GaugeVec,
+    max_age: GaugeVec,
+    rotations: IntCounterVec,
+    hard_limit_refusals: IntCounterVec,
+    rotation_failures: IntCounterVec,
+    cache_entries: IntGauge,
+}
+
+/// All metrics of one process.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    payloads: IntCounterVec,
+    payload_bytes: IntCounterVec,
+    ready: Gauge,
+    keys: Mutex<KeySeries>,
+    keyring: Arc<Keyring>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// Why the registry could not be built (a duplicate or invalid metric: a bug).
+#[derive(Debug, thiserror::Error)]
+#[error("metrics registry: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+fn gauge_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<GaugeVec, MetricsError> {
+    let vec = GaugeVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(vec.clone()))?;
+    Ok(vec)
+}
+
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, MetricsError> {
+    let vec = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(vec.clone()))?;
+    Ok(vec)
+}
+
+impl Metrics {
+    /// Registers every metric, including the keyring's counters.
+    pub fn new(keyring: Arc<Keyring>) -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let requests = counter_vec(
+            &registry,
+            "kmscodec_requests_total",
+            "Codec requests by transport, operation and result.",
+            &["transport", "op", "result"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "kmscodec_request_duration_seconds",
+                "Codec request latency.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0,
+            ]),
+            &["transport", "op"],
+        )?;
+        registry.register(Box::new(duration.clone()))?;
+        let payloads = counter_vec(
+            &registry,
+            "kmscodec_payloads_total",
+            "Payloads received in codec requests.",
+            &["transport", "op"],
+        )?;
+        let payload_bytes = counter_vec(
+            &registry,
+            "kmscodec_payload_bytes_total",
+            "Bytes of payload data and metadata received in codec requests.",
+            &["transport", "op"],
+        )?;
+        let ready = Gauge::new(
+            "kmscodec_ready",
+            "1 when the key providers are reachable and the process is not draining.",
+        )?;
+        registry.register(Box::new(ready.clone()))?;
+        let build = GaugeVec::new(
+            Opts::new("kmscodec_build_info", "Build information."),
+            &["version"],
+        )?;
+        registry.register(Box::new(build.clone()))?;
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1.0);
+
+        let stats = keyring.stats();
+        registry.register(Box::new(stats.cache_hits.clone()))?;
+        registry.register(Box::new(stats.cache_misses.clone()))?;
+        registry.register(Box::new(stats.provider_calls.clone()))?;
+        registry.register(Box::new(stats.provider_seconds.clone()))?;
+
+        let ns = &["namespace"];
+        let keys = KeySeries {
+            uses: gauge_vec(
+                &registry,
+                "kmscodec_data_key_uses",
+                "Seals under the active data key.",
+                ns,
+            )?,
+            soft_limit: gauge_vec(
+                &registry,
+                "kmscodec_data_key_soft_limit",
+                "Seals after which the data key is replaced in the background.",
+                ns,
+            )?,
+            hard_limit: gauge_vec(
+                &registry,
+                "kmscodec_data_key_hard_limit",
+                "Seals after which the data key is never used again.",
+                ns,
+            )?,
+            usage_ratio: gauge_vec(
+                &registry,
+                "kmscodec_data_key_usage_ratio",
+                "Seals under the active data key divided by the hard limit.",
+                ns,
+            )?,
+            age: gauge_vec(
+                &registry,
+                "kmscodec_data_key_age_seconds",
+                "Age of the active data key.",
+                ns,
+            )?,
+            max_age: gauge_vec(
+                &registry,
+                "kmscodec_data_key_max_age_seconds",
+                "Age after which the data key is never used again.",
+                ns,
+            )?,
+            rotations: counter_vec(
+                &registry,
+                "kmscodec_data_key_rotations_total",
+                "New data keys by reason (initial, count, age, bytes, manual).",
+                &["namespace", "reason"],
+            )?,
+            hard_limit_refusals: counter_vec(
+                &registry,
+                "kmscodec_data_key_hard_limit_refusals_total",
+                "Seal reservations refused because the data key reached its hard limit.",
+                ns,
+            )?,
+            rotation_failures: counter_vec(
+                &registry,
+                "kmscodec_data_key_rotation_failures_total",
+                "Failed attempts to mint a data key.",
+                ns,
+            )?,
+            cache_entries: {
+                let gauge = IntGauge::new(
+                    "kmscodec_decode_cache_entries",
+                    "Unwrapped data keys in the decode cache.",
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                gauge
+            },
+        };
+        Ok(Self {
+            registry,
+            requests,
+            duration,
+            payloads,
+            payload_bytes,
+            ready,
+            keys: Mutex::new(keys),
+            keyring,
+        })
+    }
+
+    /// Records one codec request.
+    pub fn observe(
+        &self,
+        transport: Transport,
+        op: Op,
+        result: Result<(), ErrorClass>,
+        payloads: usize,
+        bytes: usize,
+        elapsed: Duration,
+    ) {
+        let labels = [transport.as_str(), op.as_str()];
+        self.requests
+            .with_label_values(&[transport.as_str(), op.as_str(), result_label(result)])
+            .inc();
+        self.duration
+            .with_label_values(&labels)
+            .observe(elapsed.as_secs_f64());
+        self.payloads
+            .with_label_values(&labels)
+            .inc_by(payloads as u64);
+        self.payload_bytes
+            .with_label_values(&labels)
+            .inc_by(bytes as u64);
+    }
+
+    /// Sets the readiness gauge.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(if ready { 1.0 } else { 0.0 });
+    }
+
+    /// Refreshes the per-namespace series from the keyring. Namespaces sharing a label (the `*`
+    /// entry) are aggregated: the largest uses, ratio and age, summed counters.
+    async fn refresh_keys(&self) {
+        self.keyring.sync_cache().await;
+        let snapshot = self.keyring.snapshot();
+        let Ok(keys) = self.keys.lock() else { return };
+        keys.cache_entries.set(self.keyring.cached_keys() as i64);
+        struct Aggregate {
+            uses: f64,
+            soft: f64,
+            hard: f64,
+            ratio: f64,
+            age: f64,
+            max_age: f64,
+            rotations: BTreeMap<String, u64>,
+            refusals: u64,
+            failures: u64,
+        }
+        let mut by_label: BTreeMap<String, Aggregate> = BTreeMap::new();
+        for ns in snapshot {
+            let entry = by_label
+                .entry(ns.metrics_label.clone())
+                .or_insert(Aggregate {
+                    uses: 0.0,
+                    soft: ns.soft_limit as f64,
+                    hard: ns.hard_limit as f64,
+                    ratio: 0.0,
+                    age: 0.0,
+                    max_age: ns.max_age_seconds,
+                    rotations: BTreeMap::new(),
+                    refusals: 0,
+                    failures: 0,
+                });
+            entry.uses = entry.uses.max(ns.uses as f64);
+            entry.ratio = entry
+                .ratio
+                .max(ns.uses as f64 / (ns.hard_limit.max(1)) as f64);
+            entry.age = entry.age.max(ns.age_seconds);
+            for (reason, count) in ns.rotations {
+                *entry.rotations.entry(reason).or_default() += count;
+            }
+            entry.refusals += ns.hard_limit_refusals;
+            entry.failures += ns.rotation_failures;
+        }
+        for (label, aggregate) in by_label {
+            let l = [label.as_str()];
+            keys.uses.with_label_values(&l).set(aggregate.uses);
+            keys.soft_limit.with_label_values(&l).set(aggregate.soft);
+            keys.hard_limit.with_label_values(&l).set(aggregate.hard);
+            keys.usage_ratio.with_label_values(&l).set(aggregate.ratio);
+            keys.age.with_label_values(&l).set(aggregate.age);
+            keys.max_age.with_label_values(&l).set(aggregate.max_age);
+            for (reason, count) in aggregate.rotations {
+                advance(
+                    &keys
+                        .rotations
+                        .with_label_values(&[label.as_str(), reason.as_str()]),
+                    count,
+                );
+            }
+            advance(
+                &keys.hard_limit_refusals.with_label_values(&l),
+                aggregate.refusals,
+            );
+            advance(
+                &keys.rotation_failures.with_label_values(&l),
+                aggregate.failures,
+            );
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub async fn render(&self) -> String {
+        self.refresh_keys().await;
+        let mut out = Vec::new();
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .is_err()
+        {
+            tracing::warn!("metrics encoding failed");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Moves a counter that mirrors a monotonic total up to `total`.
+fn advance(counter: &prometheus::IntCounter, total: u64) {
+    let current = counter.get();
+    if total > current {
+        counter.inc_by(total - current);
+    }
+}
