@@ -629,7 +629,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "d" => number * 86400.0,
         _ => return None,
     };
-    (seconds.is_finite() && seconds >= 0.0 && seconds < 1e12)
+    (seconds.is_finite() && (0.0..1e12).contains(&seconds))
         .then(|| Duration::from_secs_f64(seconds))
 }
 

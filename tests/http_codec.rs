@@ -150,8 +150,11 @@ fn payload(encoding: &str, data: &[u8]) -> Value {
     json!({"metadata": {"encoding": b64(encoding.as_bytes())}, "data": b64(data)})
 }
 
+/// Metadata, data and external payloads of each payload, decoded.
+type Canonical = Vec<(BTreeMap<String, Vec<u8>>, Vec<u8>, Value)>;
+
 /// Metadata and data of every payload, decoded, for byte-exact comparison.
-fn canonical(document: &Value) -> Vec<(BTreeMap<String, Vec<u8>>, Vec<u8>, Value)> {
+fn canonical(document: &Value) -> Canonical {
     document["payloads"]
         .as_array()
         .unwrap()
