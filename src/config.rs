@@ -688,12 +688,8 @@ fn parse_root(
         limit_fields.finish(problems);
     }
 
-    // Providers named in the file, valid or not: a namespace naming a provider whose own table
-    // has problems is not reported a second time as naming an unknown provider.
-    let mut declared = BTreeSet::new();
     if let Some(providers) = fields.table("providers", problems) {
         for (name, value) in providers {
-            declared.insert(name.clone());
             let path = format!("providers.{name}");
             match value {
                 toml::Value::Table(table) => {
@@ -744,7 +740,7 @@ fn parse_root(
                     "provider",
                     "missing (name a provider from [providers])",
                 ),
-                Some(provider) if !declared.contains(provider) => {
+                Some(provider) if !config.providers.contains_key(provider) => {
                     let known: Vec<_> = config.providers.keys().cloned().collect();
                     ns_fields.problem(
                         problems,
@@ -1631,10 +1627,13 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
-        // Namespaces naming a provider with problems are not reported again.
-        assert!(!text.contains("namespaces.x"), "{text}");
+        // The namespaces naming those providers are reported too (the providers are unusable).
+        assert!(
+            text.contains("namespaces.x.provider: unknown provider \"a\""),
+            "{text}"
+        );
         assert!(!text.contains("tok en"), "{text}");
-        assert_eq!(error.problems.len(), 12, "{text}");
+        assert_eq!(error.problems.len(), 14, "{text}");
     }
 
     #[test]

@@ -116,6 +116,8 @@ pub fn ciphertext_version(ciphertext: &str) -> Option<u32> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
     Generate,
+    /// The decrypt that follows a datakey call.
+    GenerateCheck,
     Unwrap,
     Describe,
     Health,
@@ -125,6 +127,7 @@ impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Generate => "datakey",
+            Self::GenerateCheck => "decrypt of a new data key",
             Self::Unwrap => "decrypt",
             Self::Describe => "read key",
             Self::Health => "token lookup-self",
@@ -287,6 +290,8 @@ struct Session {
     renewable: bool,
     /// Renewal no longer extends the token (max TTL reached, or refused).
     renew_exhausted: bool,
+    /// After a renewal that failed for want of an answer: when to try again.
+    renew_after: Option<Instant>,
 }
 
 impl Session {
@@ -666,11 +671,12 @@ impl VaultTransit {
         if let Some(session) = &current
             && session.renewable
             && !session.renew_exhausted
+            && session.renew_after.is_none_or(|after| now >= after)
             && !session.expired(now)
         {
             let renewed = Arc::new(self.renew(session).await);
             self.session.store(Some(Arc::clone(&renewed)));
-            if !renewed.due(now) {
+            if !renewed.due(Instant::now()) {
                 return Ok(renewed);
             }
             current = Some(renewed);
@@ -730,8 +736,9 @@ impl VaultTransit {
         }
     }
 
-    /// Renews the session's token. Never fails: a refused or failed renewal marks the copy as
-    /// exhausted, so the caller logs in again (or keeps the token until it expires).
+    /// Renews the session's token. Never fails: a refused renewal (or one capped by the max
+    /// TTL) marks the copy as exhausted, so the caller logs in again (or keeps the token until it
+    /// expires); an unanswered one is tried again after [`LOGIN_RETRY_AFTER`].
     async fn renew(&self, session: &Session) -> Session {
         let sent = Instant::now();
         let result = self
@@ -757,7 +764,8 @@ impl VaultTransit {
             expires: session.expires,
             base_ttl: session.base_ttl,
             renewable: session.renewable,
-            renew_exhausted: true,
+            renew_exhausted: false,
+            renew_after: None,
         };
         match result {
             Ok(auth) => {
@@ -778,6 +786,12 @@ impl VaultTransit {
                     error = %self.describe_error(&error),
                     "vault token renewal failed"
                 );
+                match error {
+                    CallError::Status { code, .. } if (400..500).contains(&code) && code != 429 => {
+                        renewed.renew_exhausted = true;
+                    }
+                    _ => renewed.renew_after = Some(Instant::now() + LOGIN_RETRY_AFTER),
+                }
             }
         }
         renewed
@@ -806,6 +820,7 @@ impl VaultTransit {
                     base_ttl: Duration::ZERO,
                     renewable: false,
                     renew_exhausted: false,
+                    renew_after: None,
                 };
                 let lookup = self.lookup(&session).await.map_err(|error| {
                     if error.is_refusal() {
@@ -879,6 +894,7 @@ impl VaultTransit {
             base_ttl: ttl,
             renewable,
             renew_exhausted: false,
+            renew_after: None,
         })
     }
 
@@ -886,16 +902,19 @@ impl VaultTransit {
     where
         F: Fn(&VaultClient) -> Result<http::Request<Vec<u8>>, CallError> + Sync,
     {
-        let failed = |error: CallError| match error {
-            CallError::Status { code, message } if (400..500).contains(&code) => {
-                ProviderError::Denied(format!("vault {what} failed: {message} (HTTP {code})"))
-            }
-            other => match self.classify(Op::Health, "", other) {
-                ProviderError::Unavailable(detail) => {
-                    ProviderError::Unavailable(format!("vault {what}: {detail}"))
+        let failed = |error: CallError| {
+            let detail = self.describe_error(&error);
+            match error {
+                // Wrong credentials, unknown role, a JWT that does not match the role.
+                CallError::Status { code, .. } if (400..500).contains(&code) && code != 429 => {
+                    ProviderError::Denied(format!("vault {what} failed: {detail}"))
                 }
-                error => error,
-            },
+                CallError::Build(_) => {
+                    ProviderError::Misconfigured(format!("vault {what}: {detail}"))
+                }
+                CallError::Session(error) => error,
+                _ => ProviderError::Unavailable(format!("vault {what}: {detail}")),
+            }
         };
         let body = self.send(&self.anonymous, build).await.map_err(failed)?;
         let answer: AuthAnswer<LoginAuth> = parse(&body, "login").map_err(failed)?;
@@ -1172,7 +1191,7 @@ impl KeyProvider for VaultTransit {
             return Err(unexpected("the ciphertext is longer than expected"));
         }
         let plaintext = self
-            .decrypt(Op::Generate, namespace, key, &data.ciphertext)
+            .decrypt(Op::GenerateCheck, namespace, key, &data.ciphertext)
             .await?;
         Ok(GeneratedKey {
             plaintext,
