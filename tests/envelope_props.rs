@@ -19,6 +19,8 @@ fn provider() -> impl Strategy<Value = ProviderKind> {
     ]
 }
 
+// One argument per header field under test: a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn sealed(
     key: &[u8; 32],
     ns: &str,
