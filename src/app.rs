@@ -13,6 +13,7 @@ use crate::codec::{Codec, CodecOptions};
 use crate::config::{Config, ProviderConfig};
 use crate::keyring::{Keyring, NamespacePolicy, Policies};
 use crate::keys::local_file::LocalFile;
+use crate::keys::vault::VaultTransit;
 use crate::keys::{KeyProvider, ProviderError};
 use crate::server::http::{HttpOptions, router};
 use crate::server::{AppState, Readiness};
@@ -103,6 +104,22 @@ pub fn build(config: Config) -> Result<App, AppError> {
                 let local = Arc::new(local);
                 local_files.insert(name.clone(), Arc::clone(&local));
                 providers.insert(name.clone(), local);
+            }
+            ProviderConfig::Vault(vault) => {
+                // No network I/O here: the first login happens at the first readiness check
+                // (or first use), so an unreachable Vault never blocks startup.
+                let provider = VaultTransit::new(vault).map_err(|error| AppError::Provider {
+                    name: name.clone(),
+                    error,
+                })?;
+                tracing::info!(
+                    provider = %name,
+                    address = %vault.address,
+                    mount = %vault.mount,
+                    auth = provider.auth_method(),
+                    "vault transit provider configured"
+                );
+                providers.insert(name.clone(), Arc::new(provider));
             }
         }
     }

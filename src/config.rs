@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::keyring::{CacheOptions, Limits, NIST_MAX_INVOCATIONS};
+use crate::secret::Credential;
 
 /// Where the codec listens when nothing else is configured.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8089";
@@ -25,6 +26,18 @@ pub const DEV_KEY: &str = "dev";
 pub const DEV_PROVIDER: &str = "dev";
 /// The environment variable prefix.
 pub const ENV_PREFIX: &str = "KMSCODEC_";
+/// Default mount path of the Vault transit secrets engine.
+pub const VAULT_DEFAULT_MOUNT: &str = "transit";
+/// Default timeout of one Vault request.
+pub const VAULT_DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default number of retries of a Vault request that failed with a 5xx or a connection error.
+pub const VAULT_DEFAULT_RETRIES: u32 = 2;
+/// Default mount path of Vault's AppRole auth method.
+pub const VAULT_DEFAULT_APPROLE_MOUNT: &str = "approle";
+/// Default mount path of Vault's Kubernetes auth method.
+pub const VAULT_DEFAULT_KUBERNETES_MOUNT: &str = "kubernetes";
+/// Where Kubernetes projects a pod's service account token.
+pub const KUBERNETES_DEFAULT_JWT_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
 /// One problem with the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +117,8 @@ pub enum ProviderConfig {
         /// Create the file (with one key named after the namespace's key) when it is missing.
         create_missing: bool,
     },
+    /// HashiCorp Vault or OpenBao transit (`kind = "vault"`).
+    Vault(Box<VaultConfig>),
 }
 
 impl ProviderConfig {
@@ -111,8 +126,100 @@ impl ProviderConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Local { .. } => "local",
+            Self::Vault(_) => "vault",
         }
     }
+}
+
+/// A Vault or OpenBao transit provider (see `docs/providers/vault.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultConfig {
+    /// The server, `http(s)://host:port` without a path (validated).
+    pub address: String,
+    /// Mount path of the transit secrets engine, without leading or trailing `/`.
+    pub mount: String,
+    /// Vault Enterprise namespace, sent as `X-Vault-Namespace` on every request.
+    pub namespace: Option<String>,
+    /// PEM bundle of the CAs trusted for an `https` address (replaces the system roots).
+    pub ca_cert: Option<PathBuf>,
+    /// Longest one request may take, connection included.
+    pub timeout: Duration,
+    /// Retries after a 5xx answer or a connection error (never after a 4xx).
+    pub retries: u32,
+    /// How the provider gets its token.
+    pub auth: VaultAuth,
+}
+
+/// How the Vault provider authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VaultAuth {
+    /// A token given to kmscodec (`method = "token"`).
+    Token(VaultToken),
+    /// AppRole login with a role id and a secret id read from files (`method = "approle"`).
+    AppRole {
+        /// The auth method's mount path.
+        mount: String,
+        /// File holding the role id.
+        role_id_file: PathBuf,
+        /// File holding the secret id.
+        secret_id_file: PathBuf,
+    },
+    /// Kubernetes login with the pod's service account token (`method = "kubernetes"`).
+    Kubernetes {
+        /// The auth method's mount path.
+        mount: String,
+        /// The Vault role.
+        role: String,
+        /// File holding the service account JWT (re-read at every login: it is rotated).
+        jwt_file: PathBuf,
+    },
+}
+
+/// Where a `method = "token"` token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VaultToken {
+    /// Read from this file at every login, so an agent may replace it.
+    File(PathBuf),
+    /// Read from this environment variable when the configuration is loaded.
+    Env {
+        /// The variable's name.
+        variable: String,
+        /// Its value.
+        value: Credential,
+    },
+}
+
+/// Is `name` usable as a transit key name? OpenBao's route pattern
+/// `\w(([\w-.]+)?\w)?`: word characters, `-` and `.` inside, a word character at each end,
+/// so a name never adds a path segment or a query to the request URL.
+pub fn valid_transit_key_name(name: &str) -> bool {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let bytes = name.as_bytes();
+    !name.is_empty()
+        && name.len() <= 512
+        && name.chars().all(|c| word(c) || c == '-' || c == '.')
+        && bytes.first().is_some_and(|c| word(char::from(*c)))
+        && bytes.last().is_some_and(|c| word(char::from(*c)))
+}
+
+/// Is `path` a usable Vault mount path (`transit`, `kv/team-a`)? Segments of word characters,
+/// `-` and `.`, never `.` or `..`.
+pub fn valid_mount_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        })
+}
+
+/// Is `value` sendable as an HTTP header value without escaping (visible ASCII, no spaces)?
+/// Vault tokens, namespaces and role names must be.
+pub fn valid_header_token(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// Which provider and key serve a namespace.
@@ -205,8 +312,14 @@ impl Config {
                 });
             }
         };
-        apply_env(&mut root, env, &mut problems);
-        let config = parse_root(&root, &mut problems);
+        // Kept whole: provider settings may name a variable to read (`auth.token_env`).
+        let env: BTreeMap<String, String> = env.into_iter().collect();
+        apply_env(
+            &mut root,
+            env.iter().map(|(k, v)| (k.clone(), v.clone())),
+            &mut problems,
+        );
+        let config = parse_root(&root, &env, &mut problems);
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -520,7 +633,11 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         .then(|| Duration::from_secs_f64(seconds))
 }
 
-fn parse_root(root: &toml::Table, problems: &mut Vec<Problem>) -> Config {
+fn parse_root(
+    root: &toml::Table,
+    env: &BTreeMap<String, String>,
+    problems: &mut Vec<Problem>,
+) -> Config {
     let mut config = base();
     let mut fields = Fields::new("", Some(root));
 
@@ -576,7 +693,7 @@ fn parse_root(root: &toml::Table, problems: &mut Vec<Problem>) -> Config {
             let path = format!("providers.{name}");
             match value {
                 toml::Value::Table(table) => {
-                    if let Some(provider) = parse_provider(&path, table, problems) {
+                    if let Some(provider) = parse_provider(&path, table, env, problems) {
                         config.providers.insert(name.clone(), provider);
                     }
                 }
@@ -655,6 +772,23 @@ fn parse_root(root: &toml::Table, problems: &mut Vec<Problem>) -> Config {
                     "{namespace} is only allowed in the \"*\" entry",
                 ),
                 Some(_) => {}
+            }
+            if let (Some(provider), Some(key)) = (&provider, &key)
+                && matches!(
+                    config.providers.get(provider),
+                    Some(ProviderConfig::Vault(_))
+                )
+                && !key.is_empty()
+                && !valid_transit_key_name(&key.replace("{namespace}", "ns"))
+            {
+                ns_fields.problem(
+                    problems,
+                    "key",
+                    format!(
+                        "{key:?} is not a valid transit key name (letters, digits, '_', '-' and \
+                         '.', with a letter, digit or '_' at each end)"
+                    ),
+                );
             }
             let limits = parse_limits(ns_fields, &default_limits, &["provider", "key"], problems);
             if let (Some(provider), Some(key)) = (provider, key) {
@@ -802,9 +936,25 @@ fn parse_limits(
     Limits::new(soft, hard, max_age, byte_limit, wait)
 }
 
+/// Every field a provider table may have, whatever its kind (keeps an unknown `kind` the only
+/// problem reported for its table).
+const PROVIDER_FIELDS: &[&str] = &[
+    "kind",
+    "path",
+    "create_missing",
+    "address",
+    "mount",
+    "namespace",
+    "ca_cert",
+    "timeout",
+    "retries",
+    "auth",
+];
+
 fn parse_provider(
     path: &str,
     table: &toml::Table,
+    env: &BTreeMap<String, String>,
     problems: &mut Vec<Problem>,
 ) -> Option<ProviderConfig> {
     let mut fields = Fields::new(path, Some(table));
@@ -824,19 +974,18 @@ fn parse_provider(
                 }
             }
         }
+        Some("vault") => parse_vault(&mut fields, env, problems)
+            .map(|vault| ProviderConfig::Vault(Box::new(vault))),
         Some(other) => {
             fields.problem(
                 problems,
                 "kind",
-                format!("unknown provider kind {other:?} (expected one of: local)"),
+                format!("unknown provider kind {other:?} (expected one of: local, vault)"),
             );
             // Mark every key as used so the one real problem is not buried under unknown fields.
             if let Some(table) = fields.table {
                 for key in table.keys() {
-                    if let Some(known) = ["kind", "path", "create_missing"]
-                        .iter()
-                        .find(|k| **k == key)
-                    {
+                    if let Some(known) = PROVIDER_FIELDS.iter().find(|k| **k == key) {
                         fields.used.insert(known);
                     }
                 }
@@ -844,12 +993,323 @@ fn parse_provider(
             return None;
         }
         None => {
-            fields.problem(problems, "kind", "missing (one of: local)");
+            fields.problem(problems, "kind", "missing (one of: local, vault)");
             return None;
         }
     };
     fields.finish(problems);
     provider
+}
+
+/// Checks a Vault address: `http` or `https`, a host, no user, path, query or fragment (the
+/// client adds `/v1/...` to it).
+fn check_vault_address(address: &str) -> Result<(), String> {
+    let url = url::Url::parse(address).map_err(|error| format!("not a URL ({error})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("scheme {:?} is not http or https", url.scheme()));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("has no host".to_owned());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials".to_owned());
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a path, query or fragment".to_owned());
+    }
+    Ok(())
+}
+
+/// A mount path with surrounding `/` removed, or a problem.
+fn mount_path(
+    fields: &mut Fields<'_>,
+    key: &'static str,
+    default: &str,
+    problems: &mut Vec<Problem>,
+) -> String {
+    let mount = fields
+        .string(key, problems)
+        .map(|mount| mount.trim_matches('/').to_owned())
+        .unwrap_or_else(|| default.to_owned());
+    if !valid_mount_path(&mount) {
+        fields.problem(
+            problems,
+            key,
+            format!(
+                "{mount:?} is not a mount path (segments of letters, digits, '_', '-' and '.')"
+            ),
+        );
+    }
+    mount
+}
+
+/// A required file path, or a problem.
+fn file_path(
+    fields: &mut Fields<'_>,
+    key: &'static str,
+    what: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<PathBuf> {
+    match fields.string(key, problems) {
+        Some(file) if !file.is_empty() => Some(PathBuf::from(file)),
+        Some(_) => {
+            fields.problem(problems, key, "must not be empty");
+            None
+        }
+        None => {
+            fields.problem(problems, key, format!("missing ({what})"));
+            None
+        }
+    }
+}
+
+fn parse_vault(
+    fields: &mut Fields<'_>,
+    env: &BTreeMap<String, String>,
+    problems: &mut Vec<Problem>,
+) -> Option<VaultConfig> {
+    let start = problems.len();
+    let address = match fields.string("address", problems) {
+        Some(address) => {
+            let address = address.trim_end_matches('/').to_owned();
+            if let Err(why) = check_vault_address(&address) {
+                fields.problem(
+                    problems,
+                    "address",
+                    format!(
+                        "{address:?}: {why}; expected a URL like https://vault.example.com:8200"
+                    ),
+                );
+            }
+            address
+        }
+        None => {
+            fields.problem(
+                problems,
+                "address",
+                "missing (the Vault server, like https://vault.example.com:8200)",
+            );
+            String::new()
+        }
+    };
+    let mount = mount_path(fields, "mount", VAULT_DEFAULT_MOUNT, problems);
+    let namespace = fields
+        .string("namespace", problems)
+        .map(|namespace| namespace.trim_matches('/').to_owned());
+    if let Some(namespace) = &namespace
+        && !valid_header_token(namespace)
+    {
+        fields.problem(
+            problems,
+            "namespace",
+            format!("{namespace:?} is not a Vault namespace (visible ASCII, no spaces)"),
+        );
+    }
+    let ca_cert = fields.string("ca_cert", problems).map(PathBuf::from);
+    if ca_cert.is_some() && !address.starts_with("https://") {
+        fields.problem(
+            problems,
+            "ca_cert",
+            "only used with an https address (the address is not https)",
+        );
+    }
+    let timeout = fields
+        .duration("timeout", problems)
+        .unwrap_or(VAULT_DEFAULT_TIMEOUT);
+    if timeout < Duration::from_millis(10) || timeout > Duration::from_secs(300) {
+        fields.problem(problems, "timeout", "must be between 10ms and 5m");
+    }
+    let retries = fields
+        .unsigned("retries", problems)
+        .unwrap_or(u64::from(VAULT_DEFAULT_RETRIES));
+    if retries > 10 {
+        fields.problem(problems, "retries", "must be at most 10");
+    }
+    let auth = match fields.table("auth", problems) {
+        Some(table) => parse_vault_auth(
+            Fields::new(fields.field_path("auth"), Some(table)),
+            env,
+            problems,
+        ),
+        None => {
+            fields.problem(
+                problems,
+                "auth",
+                "missing: add [<provider>.auth] with method = \"token\", \"approle\" or \
+                 \"kubernetes\"",
+            );
+            None
+        }
+    };
+    let auth = auth?;
+    (problems.len() == start).then(|| VaultConfig {
+        address,
+        mount,
+        namespace,
+        ca_cert,
+        timeout,
+        retries: u32::try_from(retries).unwrap_or(u32::MAX),
+        auth,
+    })
+}
+
+fn parse_vault_auth(
+    mut fields: Fields<'_>,
+    env: &BTreeMap<String, String>,
+    problems: &mut Vec<Problem>,
+) -> Option<VaultAuth> {
+    let start = problems.len();
+    let method = fields.string("method", problems);
+    let auth = match method.as_deref() {
+        Some("token") => {
+            let file = fields.string("token_file", problems);
+            let variable = fields.string("token_env", problems);
+            match (file, variable) {
+                (Some(file), None) if !file.is_empty() => {
+                    Some(VaultAuth::Token(VaultToken::File(PathBuf::from(file))))
+                }
+                (None, Some(variable)) if !variable.is_empty() => {
+                    match env.get(&variable).map(|value| value.trim()) {
+                        // The value is never echoed: it is a credential.
+                        None => {
+                            fields.problem(
+                                problems,
+                                "token_env",
+                                format!("environment variable {variable} is not set"),
+                            );
+                            None
+                        }
+                        Some(value) if !valid_header_token(value) => {
+                            fields.problem(
+                                problems,
+                                "token_env",
+                                format!(
+                                    "environment variable {variable} does not hold a token \
+                                     (empty, or characters other than visible ASCII)"
+                                ),
+                            );
+                            None
+                        }
+                        Some(value) => Some(VaultAuth::Token(VaultToken::Env {
+                            variable,
+                            value: Credential::new(value),
+                        })),
+                    }
+                }
+                (Some(_), Some(_)) => {
+                    fields.problem(
+                        problems,
+                        "token_file",
+                        "set either token_file or token_env, not both",
+                    );
+                    None
+                }
+                _ => {
+                    fields.problem(
+                        problems,
+                        "token_file",
+                        "missing: set token_file (a file holding the token) or token_env (the \
+                         name of an environment variable holding it)",
+                    );
+                    None
+                }
+            }
+        }
+        Some("approle") => {
+            let mount = mount_path(&mut fields, "mount", VAULT_DEFAULT_APPROLE_MOUNT, problems);
+            let role_id_file = file_path(
+                &mut fields,
+                "role_id_file",
+                "file holding the role id",
+                problems,
+            );
+            let secret_id_file = file_path(
+                &mut fields,
+                "secret_id_file",
+                "file holding the secret id",
+                problems,
+            );
+            match (role_id_file, secret_id_file) {
+                (Some(role_id_file), Some(secret_id_file)) => Some(VaultAuth::AppRole {
+                    mount,
+                    role_id_file,
+                    secret_id_file,
+                }),
+                _ => None,
+            }
+        }
+        Some("kubernetes") => {
+            let mount = mount_path(
+                &mut fields,
+                "mount",
+                VAULT_DEFAULT_KUBERNETES_MOUNT,
+                problems,
+            );
+            let role = fields.string("role", problems);
+            let jwt_file = fields
+                .string("jwt_file", problems)
+                .unwrap_or_else(|| KUBERNETES_DEFAULT_JWT_FILE.to_owned());
+            if jwt_file.is_empty() {
+                fields.problem(problems, "jwt_file", "must not be empty");
+            }
+            match role {
+                Some(role) if valid_header_token(&role) => Some(VaultAuth::Kubernetes {
+                    mount,
+                    role,
+                    jwt_file: PathBuf::from(jwt_file),
+                }),
+                Some(role) => {
+                    fields.problem(
+                        problems,
+                        "role",
+                        format!("{role:?} is not a role name (visible ASCII, no spaces)"),
+                    );
+                    None
+                }
+                None => {
+                    fields.problem(problems, "role", "missing (the Vault role to log in as)");
+                    None
+                }
+            }
+        }
+        Some(other) => {
+            fields.problem(
+                problems,
+                "method",
+                format!(
+                    "unknown auth method {other:?} (expected one of: token, approle, kubernetes)"
+                ),
+            );
+            if let Some(table) = fields.table {
+                const AUTH_FIELDS: &[&str] = &[
+                    "method",
+                    "token_file",
+                    "token_env",
+                    "mount",
+                    "role_id_file",
+                    "secret_id_file",
+                    "role",
+                    "jwt_file",
+                ];
+                for key in table.keys() {
+                    if let Some(known) = AUTH_FIELDS.iter().find(|k| **k == key) {
+                        fields.used.insert(known);
+                    }
+                }
+            }
+            None
+        }
+        None => {
+            fields.problem(
+                problems,
+                "method",
+                "missing (one of: token, approle, kubernetes)",
+            );
+            None
+        }
+    };
+    fields.finish(problems);
+    auth.filter(|_| problems.len() == start)
 }
 
 #[cfg(test)]
@@ -1030,6 +1490,181 @@ mod tests {
         );
         assert_eq!(config.namespaces["*"].key, DEV_KEY);
         assert_eq!(config.server.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn vault_providers_parse_with_defaults_and_env_tokens() {
+        let text = r#"
+            [providers.vault]
+            kind = "vault"
+            address = "https://vault.example.com:8200/"
+            [providers.vault.auth]
+            method = "token"
+            token_env = "SIDECAR_VAULT_TOKEN"
+            [providers.k8s]
+            kind = "vault"
+            address = "http://127.0.0.1:8200"
+            mount = "/kv/transit/"
+            namespace = "admin/team-a"
+            timeout = "750ms"
+            retries = 0
+            [providers.k8s.auth]
+            method = "kubernetes"
+            role = "kmscodec"
+            [providers.app]
+            kind = "vault"
+            address = "https://vault.example.com"
+            ca_cert = "/etc/vault/ca.pem"
+            [providers.app.auth]
+            method = "approle"
+            role_id_file = "/run/role-id"
+            secret_id_file = "/run/secret-id"
+            [namespaces."*"]
+            provider = "vault"
+            key = "kmscodec-{namespace}"
+        "#;
+        let env = vec![(
+            "SIDECAR_VAULT_TOKEN".to_owned(),
+            " s.secret-value\n".to_owned(),
+        )];
+        let config = Config::from_toml_str(text, env).unwrap();
+        let ProviderConfig::Vault(vault) = &config.providers["vault"] else {
+            panic!("not vault");
+        };
+        assert_eq!(vault.address, "https://vault.example.com:8200");
+        assert_eq!(vault.mount, VAULT_DEFAULT_MOUNT);
+        assert_eq!(vault.timeout, VAULT_DEFAULT_TIMEOUT);
+        assert_eq!(vault.retries, VAULT_DEFAULT_RETRIES);
+        assert_eq!(
+            vault.auth,
+            VaultAuth::Token(VaultToken::Env {
+                variable: "SIDECAR_VAULT_TOKEN".to_owned(),
+                value: Credential::new("s.secret-value"),
+            })
+        );
+        assert!(!format!("{config:?}").contains("secret-value"));
+        let ProviderConfig::Vault(k8s) = &config.providers["k8s"] else {
+            panic!("not vault");
+        };
+        assert_eq!(k8s.mount, "kv/transit");
+        assert_eq!(k8s.namespace.as_deref(), Some("admin/team-a"));
+        assert_eq!(k8s.timeout, Duration::from_millis(750));
+        assert_eq!(k8s.retries, 0);
+        assert_eq!(
+            k8s.auth,
+            VaultAuth::Kubernetes {
+                mount: VAULT_DEFAULT_KUBERNETES_MOUNT.to_owned(),
+                role: "kmscodec".to_owned(),
+                jwt_file: PathBuf::from(KUBERNETES_DEFAULT_JWT_FILE),
+            }
+        );
+        let ProviderConfig::Vault(app) = &config.providers["app"] else {
+            panic!("not vault");
+        };
+        assert_eq!(app.ca_cert.as_deref(), Some(Path::new("/etc/vault/ca.pem")));
+        assert!(matches!(&app.auth, VaultAuth::AppRole { mount, .. } if mount == "approle"));
+    }
+
+    #[test]
+    fn vault_problems_are_all_reported_without_echoing_secrets() {
+        let error = Config::from_toml_str(
+            r#"
+            [providers.a]
+            kind = "vault"
+            address = "vault.example.com/v1"
+            mount = "transit/../sys"
+            ca_cert = "/ca.pem"
+            timeout = "1y"
+            retries = 50
+            token_file = "/misplaced"
+            [providers.a.auth]
+            method = "token"
+            token_env = "BAD_TOKEN"
+            [providers.b]
+            kind = "vault"
+            address = "http://127.0.0.1:8200"
+            [providers.c]
+            kind = "vault"
+            address = "http://127.0.0.1:8200"
+            [providers.c.auth]
+            method = "approle"
+            secret_id_file = ""
+            [providers.d]
+            kind = "vault"
+            address = "http://127.0.0.1:8200"
+            [providers.d.auth]
+            method = "userpass"
+            [providers.e]
+            kind = "vault"
+            address = "http://127.0.0.1:8200"
+            [providers.e.auth]
+            method = "token"
+            token_env = "UNSET_TOKEN"
+            [namespaces.x]
+            provider = "a"
+            key = "kmscodec-x"
+            [namespaces.y]
+            provider = "e"
+            key = "bad/key"
+            "#,
+            vec![("BAD_TOKEN".to_owned(), "tok en\u{7f}".to_owned())],
+        )
+        .unwrap_err();
+        let text = error.to_string();
+        for expected in [
+            "providers.a.address: \"vault.example.com/v1\": not a URL",
+            "providers.a.mount: \"transit/../sys\" is not a mount path",
+            "providers.a.ca_cert: only used with an https address",
+            "providers.a.timeout: expected a duration",
+            "providers.a.retries: must be at most 10",
+            "providers.a.token_file: unknown field",
+            "providers.a.auth.token_env: environment variable BAD_TOKEN does not hold a token",
+            "providers.b.auth: missing",
+            "providers.c.auth.role_id_file: missing",
+            "providers.c.auth.secret_id_file: must not be empty",
+            "providers.d.auth.method: unknown auth method \"userpass\"",
+            "providers.e.auth.token_env: environment variable UNSET_TOKEN is not set",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+        // The namespaces naming those providers are reported too (the providers are unusable).
+        assert!(
+            text.contains("namespaces.x.provider: unknown provider \"a\""),
+            "{text}"
+        );
+        assert!(!text.contains("tok en"), "{text}");
+        assert_eq!(error.problems.len(), 14, "{text}");
+    }
+
+    #[test]
+    fn vault_key_names_are_checked() {
+        let error = parse(
+            r#"
+            [providers.v]
+            kind = "vault"
+            address = "http://127.0.0.1:8200"
+            [providers.v.auth]
+            method = "kubernetes"
+            role = "r"
+            [namespaces.a]
+            provider = "v"
+            key = "bad/key"
+            [namespaces."*"]
+            provider = "v"
+            key = "kmscodec-{namespace}?"
+            "#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("namespaces.a.key: \"bad/key\" is not a valid transit key name"),
+            "{error}"
+        );
+        assert!(error.contains("is not a valid transit key name"), "{error}");
+        assert!(valid_transit_key_name("kmscodec-payments.prod_1"));
+        assert!(!valid_transit_key_name("-x"));
+        assert!(!valid_transit_key_name("x."));
+        assert!(!valid_transit_key_name(".."));
     }
 
     #[test]

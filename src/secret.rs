@@ -3,7 +3,8 @@
 //! This module owns *what* a key is, never *how* it is used: no cipher lives here. A plaintext
 //! [`DataKey`] has no `Clone`, no `Debug` that shows bytes and no `Serialize`; its bytes are
 //! zeroized when it is dropped, and only the crate's crypto code reads them
-//! (`expose_secret` is crate-private).
+//! (`expose_secret` is crate-private). A [`Credential`] (a Vault token read from the environment)
+//! gets the same treatment: redacted `Debug`, zeroized on drop, compared in constant time.
 
 use std::fmt;
 
@@ -49,6 +50,40 @@ impl fmt::Debug for DataKey {
         f.write_str("DataKey(<redacted>)")
     }
 }
+
+/// A credential for a key provider (a Vault token), as configuration read it.
+///
+/// `Clone` because [`crate::config::Config`] is; every copy is zeroized on drop. `Debug` never
+/// shows it, and equality is decided in constant time.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct Credential(String);
+
+impl Credential {
+    /// Wraps a credential. The caller stays responsible for zeroizing its own copy.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret value. Crate-private: only the provider that sends it reads it.
+    pub(crate) fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Credential(<redacted>)")
+    }
+}
+
+impl PartialEq for Credential {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.len() == other.0.len() && bool::from(self.0.as_bytes().ct_eq(other.0.as_bytes()))
+    }
+}
+
+impl Eq for Credential {}
 
 /// A data key encrypted under a key-encryption key (KEK), as returned by the provider.
 ///
@@ -154,6 +189,14 @@ mod tests {
         let shown = format!("{key:?}");
         assert_eq!(shown, "DataKey(<redacted>)");
         assert!(!shown.to_lowercase().contains("ab"));
+    }
+
+    #[test]
+    fn credential_debug_never_shows_the_value() {
+        let token = Credential::new("s.very-secret-token");
+        assert_eq!(format!("{token:?}"), "Credential(<redacted>)");
+        assert_eq!(token, Credential::new("s.very-secret-token"));
+        assert_ne!(token, Credential::new("s.other"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use crate::secret::{DataKey, KekRef, ProviderKind, WrappedKey};
 
 pub mod local_file;
+pub mod vault;
 
 /// A data key freshly minted by a provider: the plaintext for sealing and its wrapped form for
 /// the header.
