@@ -83,7 +83,7 @@ pub fn from_json(body: &[u8]) -> Result<Vec<Payload>, JsonError> {
 /// Decodes base64 as a proto3 JSON parser does: standard or URL-safe alphabet, padded or not.
 pub fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
     let url_safe = text.iter().any(|byte| matches!(byte, b'-' | b'_'));
-    let padded = text.len() % 4 == 0;
+    let padded = text.len().is_multiple_of(4);
     let engine = match (url_safe, padded) {
         (false, true) => &base64_simd::STANDARD,
         (false, false) => &base64_simd::STANDARD_NO_PAD,

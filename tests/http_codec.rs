@@ -151,7 +151,10 @@ fn payload(encoding: &str, data: &[u8]) -> Value {
 }
 
 /// Metadata and data of every payload, decoded, for byte-exact comparison.
-fn canonical(document: &Value) -> Vec<(BTreeMap<String, Vec<u8>>, Vec<u8>, Value)> {
+/// One payload as (metadata, data, other fields).
+type CanonicalPayload = (BTreeMap<String, Vec<u8>>, Vec<u8>, Value);
+
+fn canonical(document: &Value) -> Vec<CanonicalPayload> {
     document["payloads"]
         .as_array()
         .unwrap()

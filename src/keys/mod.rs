@@ -12,6 +12,7 @@ use async_trait::async_trait;
 
 use crate::secret::{DataKey, KekRef, ProviderKind, WrappedKey};
 
+pub mod aws_kms;
 pub mod local_file;
 
 /// A data key freshly minted by a provider: the plaintext for sealing and its wrapped form for
