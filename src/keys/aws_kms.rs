@@ -30,7 +30,7 @@ use aws_sdk_kms::Client;
 use aws_sdk_kms::config::retry::RetryConfig;
 use aws_sdk_kms::config::timeout::TimeoutConfig;
 use aws_sdk_kms::config::{ProvideCredentials, Region, SharedCredentialsProvider};
-use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeySpec, KeyState, KeyUsageType};
 use zeroize::Zeroizing;
@@ -194,6 +194,23 @@ fn is_key_arn(text: &str) -> bool {
         })
 }
 
+/// An error and its sources, `outer: inner: innermost`, without the `Debug` dump that the SDK's
+/// `DisplayErrorContext` appends. SDK errors carry endpoints and codes, never credentials.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let inner_text = inner.to_string();
+        // Some layers repeat their source's message; print it once.
+        if !text.ends_with(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        source = inner.source();
+    }
+    text
+}
+
 /// Maps an SDK error to a [`ProviderError`].
 ///
 /// * `AccessDeniedException` and authentication failures: [`ProviderError::Denied`] (403).
@@ -213,7 +230,7 @@ fn is_key_arn(text: &str) -> bool {
 pub fn classify<E, R>(operation: Operation, error: &SdkError<E, R>) -> ProviderError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: fmt::Debug,
+    R: fmt::Debug + 'static,
 {
     let op = operation.name();
     match error {
@@ -266,26 +283,23 @@ where
             } else {
                 "request not sent"
             };
-            ProviderError::Unavailable(format!(
-                "AWS KMS {op}: {kind}: {}",
-                DisplayErrorContext(error)
-            ))
+            ProviderError::Unavailable(format!("AWS KMS {op}: {kind}: {}", error_chain(error)))
         }
         SdkError::ResponseError(_) => ProviderError::Unavailable(format!(
             "AWS KMS {op}: unreadable response: {}",
-            DisplayErrorContext(error)
+            error_chain(error)
         )),
         SdkError::ConstructionFailure(_) => ProviderError::Misconfigured(format!(
             "AWS KMS {op}: request could not be built: {}",
-            DisplayErrorContext(error)
+            error_chain(error)
         )),
-        _ => ProviderError::Unavailable(format!("AWS KMS {op}: {}", DisplayErrorContext(error))),
+        _ => ProviderError::Unavailable(format!("AWS KMS {op}: {}", error_chain(error))),
     }
 }
 
 /// Maps a credential-chain failure (seen by [`KeyProvider::health`]).
 fn classify_credentials(error: &CredentialsError) -> ProviderError {
-    let detail = format!("AWS credentials: {}", DisplayErrorContext(error));
+    let detail = format!("AWS credentials: {}", error_chain(error));
     match error {
         CredentialsError::CredentialsNotLoaded(_) => ProviderError::Misconfigured(format!(
             "{detail} (no source in the chain had credentials: environment, web identity \
