@@ -22,7 +22,10 @@ fn template() -> HeaderTemplate {
     HeaderTemplate::new(
         "orders",
         ProviderKind::LocalFile,
-        &KekRef { key: "dev".into(), version: 1 },
+        &KekRef {
+            key: "dev".into(),
+            version: 1,
+        },
         &WrappedKey::new(vec![7; 60]),
     )
     .unwrap()
@@ -36,16 +39,26 @@ fn seal_and_open(c: &mut Criterion) {
         let plaintext = vec![0x5a; size];
         group.throughput(Throughput::Bytes(size as u64));
         let mut out = Vec::with_capacity(template.sealed_len(size));
-        group.bench_with_input(BenchmarkId::new("seal", name), &plaintext, |b, plaintext| {
-            b.iter(|| {
-                out.clear();
-                let id = envelope::random_message_id().unwrap();
-                envelope::seal(&key, &template, &id, &mut out, |buf| buf.extend_from_slice(plaintext)).unwrap();
-                black_box(out.len())
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("seal", name),
+            &plaintext,
+            |b, plaintext| {
+                b.iter(|| {
+                    out.clear();
+                    let id = envelope::random_message_id().unwrap();
+                    envelope::seal(&key, &template, &id, &mut out, |buf| {
+                        buf.extend_from_slice(plaintext)
+                    })
+                    .unwrap();
+                    black_box(out.len())
+                })
+            },
+        );
         let mut sealed = Vec::new();
-        envelope::seal(&key, &template, &[3; 32], &mut sealed, |buf| buf.extend_from_slice(&plaintext)).unwrap();
+        envelope::seal(&key, &template, &[3; 32], &mut sealed, |buf| {
+            buf.extend_from_slice(&plaintext)
+        })
+        .unwrap();
         let mut opened = Vec::with_capacity(size);
         group.bench_with_input(BenchmarkId::new("open", name), &sealed, |b, sealed| {
             b.iter(|| {
@@ -66,16 +79,31 @@ fn keyring() -> (tempfile::TempDir, Arc<Keyring>) {
         provider_name: "dev".into(),
         provider: local,
         key: "dev".into(),
-        limits: Limits::new(1 << 31, 1 << 32, Duration::from_secs(86400), None, Duration::from_secs(5)),
+        limits: Limits::new(
+            1 << 31,
+            1 << 32,
+            Duration::from_secs(86400),
+            None,
+            Duration::from_secs(5),
+        ),
         metrics_label: "orders".into(),
     };
-    let policies = Policies { exact: HashMap::from([("orders".to_owned(), policy)]), wildcard: None };
-    (dir, Arc::new(Keyring::new(policies, &CacheOptions::default(), 1)))
+    let policies = Policies {
+        exact: HashMap::from([("orders".to_owned(), policy)]),
+        wildcard: None,
+    };
+    (
+        dir,
+        Arc::new(Keyring::new(policies, &CacheOptions::default(), 1)),
+    )
 }
 
 /// Bare seal vs keyring lease + seal at 1 KiB, measured the same way (inside one async block).
 fn keyring_hot_path(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (_dir, keyring) = keyring();
     let plaintext = vec![0x5a; 1 << 10];
     let key = DataKey::from_slice(&[1; 32]).unwrap();
@@ -93,7 +121,10 @@ fn keyring_hot_path(c: &mut Criterion) {
                 for _ in 0..iterations {
                     out.clear();
                     let id = envelope::random_message_id().unwrap();
-                    envelope::seal(&key, &template, &id, &mut out, |buf| buf.extend_from_slice(&plaintext)).unwrap();
+                    envelope::seal(&key, &template, &id, &mut out, |buf| {
+                        buf.extend_from_slice(&plaintext)
+                    })
+                    .unwrap();
                     black_box(out.len());
                 }
                 let elapsed = start.elapsed();
@@ -110,7 +141,9 @@ fn keyring_hot_path(c: &mut Criterion) {
                 for _ in 0..iterations {
                     out.clear();
                     let active = keyring.lease("orders", 1024).await.unwrap();
-                    active.seal(&mut out, |buf| buf.extend_from_slice(&plaintext)).unwrap();
+                    active
+                        .seal(&mut out, |buf| buf.extend_from_slice(&plaintext))
+                        .unwrap();
                     black_box(out.len());
                 }
                 let elapsed = start.elapsed();

@@ -19,6 +19,7 @@ fn provider() -> impl Strategy<Value = ProviderKind> {
     ]
 }
 
+#[allow(clippy::too_many_arguments)] // a test helper mirroring every header field
 fn sealed(
     key: &[u8; 32],
     ns: &str,
@@ -33,12 +34,18 @@ fn sealed(
     let template = HeaderTemplate::new(
         ns,
         provider,
-        &KekRef { key: kek.to_owned(), version },
+        &KekRef {
+            key: kek.to_owned(),
+            version,
+        },
         &WrappedKey::new(wrapped.to_vec()),
     )
     .unwrap();
     let mut out = Vec::new();
-    envelope::seal(&key, &template, message_id, &mut out, |b| b.extend_from_slice(plaintext)).unwrap();
+    envelope::seal(&key, &template, message_id, &mut out, |b| {
+        b.extend_from_slice(plaintext)
+    })
+    .unwrap();
     out
 }
 

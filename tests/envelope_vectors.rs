@@ -21,7 +21,11 @@ fn hex(text: &str) -> Vec<u8> {
 }
 
 fn vectors() -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/envelope-v1.json")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/vectors/envelope-v1.json"
+    ))
+    .unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -33,11 +37,22 @@ fn seal(vector: &Value) -> Vec<u8> {
         version: vector["kek_version"].as_u64().unwrap() as u32,
     };
     let wrapped = WrappedKey::new(hex(vector["wrapped_key"].as_str().unwrap()));
-    let template = HeaderTemplate::new(vector["namespace"].as_str().unwrap(), provider, &kek, &wrapped).unwrap();
-    let message_id: [u8; 32] = hex(vector["message_id"].as_str().unwrap()).try_into().unwrap();
+    let template = HeaderTemplate::new(
+        vector["namespace"].as_str().unwrap(),
+        provider,
+        &kek,
+        &wrapped,
+    )
+    .unwrap();
+    let message_id: [u8; 32] = hex(vector["message_id"].as_str().unwrap())
+        .try_into()
+        .unwrap();
     let plaintext = hex(vector["plaintext"].as_str().unwrap());
     let mut out = Vec::new();
-    envelope::seal(&key, &template, &message_id, &mut out, |buffer| buffer.extend_from_slice(&plaintext)).unwrap();
+    envelope::seal(&key, &template, &message_id, &mut out, |buffer| {
+        buffer.extend_from_slice(&plaintext)
+    })
+    .unwrap();
     out
 }
 
@@ -49,14 +64,26 @@ fn sealing_the_recorded_inputs_gives_the_recorded_bytes() {
     for vector in cases {
         let name = vector["name"].as_str().unwrap();
         let expected = hex(vector["sealed"].as_str().unwrap());
-        assert_eq!(seal(vector), expected, "{name}: sealed bytes changed: the format is frozen");
+        assert_eq!(
+            seal(vector),
+            expected,
+            "{name}: sealed bytes changed: the format is frozen"
+        );
 
         let (header, body) = envelope::parse(&expected).unwrap();
-        assert_eq!(header.alleged_namespace, vector["namespace"].as_str().unwrap(), "{name}");
+        assert_eq!(
+            header.alleged_namespace,
+            vector["namespace"].as_str().unwrap(),
+            "{name}"
+        );
         let key = DataKey::from_slice(&hex(vector["data_key"].as_str().unwrap())).unwrap();
         let mut plaintext = Vec::new();
         envelope::open(&key, &header, body, &mut plaintext).unwrap();
-        assert_eq!(plaintext, hex(vector["plaintext"].as_str().unwrap()), "{name}");
+        assert_eq!(
+            plaintext,
+            hex(vector["plaintext"].as_str().unwrap()),
+            "{name}"
+        );
     }
 }
 
@@ -67,7 +94,8 @@ fn negative_vectors_never_open() {
         let name = vector["name"].as_str().unwrap();
         let key = DataKey::from_slice(&hex(vector["data_key"].as_str().unwrap())).unwrap();
         let sealed = hex(vector["sealed"].as_str().unwrap());
-        let result = envelope::parse(&sealed).and_then(|(header, body)| envelope::open(&key, &header, body, &mut Vec::new()));
+        let result = envelope::parse(&sealed)
+            .and_then(|(header, body)| envelope::open(&key, &header, body, &mut Vec::new()));
         let expected = vector["error"].as_str().unwrap();
         let error = result.expect_err(name);
         let matches = match expected {
@@ -85,10 +113,22 @@ fn an_independent_implementation_agrees_with_every_vector() {
     // tests/vectors/independent_check.py re-derives and re-seals each vector with pyca/cryptography,
     // written from docs/format.md alone.
     let mut command = std::process::Command::new(common::tool("python"));
-    command.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/independent_check.py"));
+    command.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/vectors/independent_check.py"
+    ));
     let output = common::run(command, std::time::Duration::from_secs(60));
     assert!(output.status.success(), "{}", output.both());
-    assert_eq!(output.stdout.lines().filter(|line| line.starts_with("ok: ")).count(), 3, "{}", output.both());
+    assert_eq!(
+        output
+            .stdout
+            .lines()
+            .filter(|line| line.starts_with("ok: "))
+            .count(),
+        3,
+        "{}",
+        output.both()
+    );
 }
 
 /// Writes the vectors file. Run once when the format version changes:
@@ -99,12 +139,23 @@ fn write_vectors() {
     use serde_json::json;
     let to_hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let payload = kmscodec::payload::Payload {
-        metadata: [("encoding".to_owned(), b"json/plain".to_vec())].into_iter().collect(),
+        metadata: [("encoding".to_owned(), b"json/plain".to_vec())]
+            .into_iter()
+            .collect(),
         data: b"\"Hello, World!\"".to_vec(),
         external_payloads: vec![],
     };
     let inputs = [
-        ("empty plaintext, local-file", "default", 1u8, "dev", 1u32, vec![0x11; 60], vec![], 0x01u8),
+        (
+            "empty plaintext, local-file",
+            "default",
+            1u8,
+            "dev",
+            1u32,
+            vec![0x11; 60],
+            vec![],
+            0x01u8,
+        ),
         (
             "serialized json/plain Payload, vault",
             "payments.prod",
@@ -157,9 +208,13 @@ fn write_vectors() {
             let at = n - 16 - prost::Message::encoded_len(&payload) - 1;
             b[at] ^= 1
         }),
-        mutate("namespace renamed in header", "unopenable", &|b| b[9] = b'q'),
+        mutate("namespace renamed in header", "unopenable", &|b| {
+            b[9] = b'q'
+        }),
         mutate("version 2", "version", &|b| b[4] = 2),
-        mutate("truncated inside the header", "malformed", &|b| b.truncate(40)),
+        mutate("truncated inside the header", "malformed", &|b| {
+            b.truncate(40)
+        }),
         json!({"name": "wrong data key", "data_key": to_hex(&[0x7f; 32]), "sealed": base["sealed"], "error": "unopenable"}),
     ];
     let document = json!({
@@ -168,7 +223,10 @@ fn write_vectors() {
         "invalid": invalid,
     });
     std::fs::write(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/envelope-v1.json"),
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/vectors/envelope-v1.json"
+        ),
         serde_json::to_string_pretty(&document).unwrap() + "\n",
     )
     .unwrap();

@@ -55,7 +55,11 @@ fn payload(i: usize) -> Payload {
 
 /// The wrapped data key in a sealed payload's header: it identifies the data key.
 fn data_key_of(sealed: &Payload) -> Vec<u8> {
-    envelope::parse(&sealed.data).unwrap().0.alleged_wrapped_key.to_vec()
+    envelope::parse(&sealed.data)
+        .unwrap()
+        .0
+        .alleged_wrapped_key
+        .to_vec()
 }
 
 async fn encode_one(codec: &Codec, i: usize) -> Result<Payload, CodecError> {
@@ -66,7 +70,13 @@ async fn encode_one(codec: &Codec, i: usize) -> Result<Payload, CodecError> {
 async fn no_data_key_is_used_past_its_hard_limit_under_concurrency() {
     const TOTAL: usize = 50_000;
     const TASKS: usize = 16;
-    let limits = Limits::new(1_000, 1_200, Duration::from_secs(3600), None, Duration::from_secs(10));
+    let limits = Limits::new(
+        1_000,
+        1_200,
+        Duration::from_secs(3600),
+        None,
+        Duration::from_secs(10),
+    );
     let Setup { dir: _dir, codec } = setup(limits);
     let codec = Arc::new(codec);
     let mut tasks = Vec::new();
@@ -91,74 +101,129 @@ async fn no_data_key_is_used_past_its_hard_limit_under_concurrency() {
         *uses.entry(data_key_of(sealed)).or_default() += 1;
     }
     let most = uses.values().max().copied().unwrap();
-    assert!(most <= 1_200, "a data key sealed {most} payloads, over the hard limit of 1200");
+    assert!(
+        most <= 1_200,
+        "a data key sealed {most} payloads, over the hard limit of 1200"
+    );
     // Every key but the last reached the soft limit before it was replaced.
     let below_soft = uses.values().filter(|&&n| n < 1_000).count();
-    assert!(below_soft <= 1, "{below_soft} keys were replaced before their soft limit");
+    assert!(
+        below_soft <= 1,
+        "{below_soft} keys were replaced before their soft limit"
+    );
 
     let generated = codec.keyring().stats().provider_call_count("generate") as usize;
     // 50,000 / 1,200 rounds up to 42 keys at the least, 50,000 / 1,000 = 50 at the most, plus
     // one replacement fetched in the background after the last seal.
     assert!((42..=51).contains(&generated), "{generated} provider calls");
-    assert!(uses.len() <= generated && generated <= uses.len() + 1, "{} keys, {generated} calls", uses.len());
+    assert!(
+        uses.len() <= generated && generated <= uses.len() + 1,
+        "{} keys, {generated} calls",
+        uses.len()
+    );
 
     // Everything decodes back to its input, from the cache (no unwrap calls).
     for chunk in all.chunks(5_000) {
         let sealed: Vec<Payload> = chunk.iter().map(|(_, p)| p.clone()).collect();
-        let opened = codec.decode(NamespaceCheck::Expect(NS), sealed).await.unwrap();
+        let opened = codec
+            .decode(NamespaceCheck::Expect(NS), sealed)
+            .await
+            .unwrap();
         for ((i, _), payload) in chunk.iter().zip(opened) {
             assert_eq!(payload.data, format!("{i}").into_bytes());
         }
     }
     assert_eq!(codec.keyring().stats().provider_call_count("unwrap"), 0);
-    println!("keys: {}, provider generate calls: {generated}, most uses of one key: {most}", uses.len());
+    println!(
+        "keys: {}, provider generate calls: {generated}, most uses of one key: {most}",
+        uses.len()
+    );
 }
 
 fn rotations(codec: &Codec, reason: &str) -> u64 {
     let snapshot = codec.keyring().snapshot();
     let ns = snapshot.iter().find(|s| s.namespace == NS).unwrap();
-    ns.rotations.iter().find(|(r, _)| r == reason).map(|(_, n)| *n).unwrap()
+    ns.rotations
+        .iter()
+        .find(|(r, _)| r == reason)
+        .map(|(_, n)| *n)
+        .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
 async fn data_keys_rotate_at_their_configured_age_and_retired_keys_still_decode() {
-    let limits = Limits::new(1_000_000, 2_000_000, Duration::from_secs(100), None, Duration::from_secs(5));
+    let limits = Limits::new(
+        1_000_000,
+        2_000_000,
+        Duration::from_secs(100),
+        None,
+        Duration::from_secs(5),
+    );
     let Setup { dir: _dir, codec } = setup(limits);
     let first = encode_one(&codec, 1).await.unwrap();
     tokio::time::advance(Duration::from_secs(50)).await;
     let second = encode_one(&codec, 2).await.unwrap();
-    assert_eq!(data_key_of(&first), data_key_of(&second), "rotated before its age");
+    assert_eq!(
+        data_key_of(&first),
+        data_key_of(&second),
+        "rotated before its age"
+    );
 
     // Past max_age (100 s): the key is never used again; the encode waits for a new one.
     tokio::time::advance(Duration::from_secs(51)).await;
     let third = encode_one(&codec, 3).await.unwrap();
-    assert_ne!(data_key_of(&second), data_key_of(&third), "used past its maximum age");
+    assert_ne!(
+        data_key_of(&second),
+        data_key_of(&third),
+        "used past its maximum age"
+    );
     assert_eq!(rotations(&codec, "age"), 1);
 
     // At 90% of max_age the replacement is fetched in the background; the encode does not wait.
     tokio::time::advance(Duration::from_secs(91)).await;
     let fourth = encode_one(&codec, 4).await.unwrap();
-    assert_eq!(data_key_of(&third), data_key_of(&fourth), "soft age must not block the encode");
+    assert_eq!(
+        data_key_of(&third),
+        data_key_of(&fourth),
+        "soft age must not block the encode"
+    );
     for _ in 0..100 {
         if rotations(&codec, "age") == 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    assert_eq!(rotations(&codec, "age"), 2, "no background rotation at the soft age");
+    assert_eq!(
+        rotations(&codec, "age"),
+        2,
+        "no background rotation at the soft age"
+    );
     let fifth = encode_one(&codec, 5).await.unwrap();
     assert_ne!(data_key_of(&fourth), data_key_of(&fifth));
 
     let all = vec![first, second, third, fourth, fifth];
     let opened = codec.decode(NamespaceCheck::Expect(NS), all).await.unwrap();
-    let data: Vec<_> = opened.iter().map(|p| String::from_utf8(p.data.clone()).unwrap()).collect();
+    let data: Vec<_> = opened
+        .iter()
+        .map(|p| String::from_utf8(p.data.clone()).unwrap())
+        .collect();
     assert_eq!(data, ["1", "2", "3", "4", "5"]);
-    assert_eq!(codec.keyring().stats().provider_call_count("unwrap"), 0, "retired keys come from the cache");
+    assert_eq!(
+        codec.keyring().stats().provider_call_count("unwrap"),
+        0,
+        "retired keys come from the cache"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_backend_outage_keeps_cached_work_going_then_fails_with_503_and_recovers() {
-    let limits = Limits::new(5, 10, Duration::from_secs(3600), None, Duration::from_millis(300));
+    let limits = Limits::new(
+        5,
+        10,
+        Duration::from_secs(3600),
+        None,
+        Duration::from_millis(300),
+    );
     let Setup { dir, codec } = setup(limits);
     let path = dir.path().join("keyring.json");
     let hidden = dir.path().join("keyring.json.away");
@@ -169,11 +234,18 @@ async fn a_key_backend_outage_keeps_cached_work_going_then_fails_with_503_and_re
 
     // The backend goes away.
     std::fs::rename(&path, &hidden).unwrap();
-    let opened = codec.decode(NamespaceCheck::Expect(NS), sealed.clone()).await.unwrap();
+    let opened = codec
+        .decode(NamespaceCheck::Expect(NS), sealed.clone())
+        .await
+        .unwrap();
     assert_eq!(opened.len(), 3, "cached decodes must keep working");
     // Encodes continue under the active key up to its hard limit (uses 4..=10)...
     for i in 3..10 {
-        sealed.push(encode_one(&codec, i).await.unwrap_or_else(|e| panic!("encode {i}: {e}")));
+        sealed.push(
+            encode_one(&codec, i)
+                .await
+                .unwrap_or_else(|e| panic!("encode {i}: {e}")),
+        );
     }
     // ...and then fail with 503, never sealing with the exhausted key.
     let error = encode_one(&codec, 10).await.unwrap_err();
@@ -189,7 +261,10 @@ async fn a_key_backend_outage_keeps_cached_work_going_then_fails_with_503_and_re
         CodecOptions::default(),
     );
     std::fs::rename(&path, &hidden).unwrap();
-    let error = replica.decode(NamespaceCheck::Expect(NS), sealed.clone()).await.unwrap_err();
+    let error = replica
+        .decode(NamespaceCheck::Expect(NS), sealed.clone())
+        .await
+        .unwrap_err();
     assert_eq!(error.class(), ErrorClass::Unavailable, "{error}");
 
     // The backend returns: encodes recover with a new key, and the replica decodes.
@@ -197,7 +272,10 @@ async fn a_key_backend_outage_keeps_cached_work_going_then_fails_with_503_and_re
     let recovered = encode_one(&codec, 11).await.unwrap();
     assert_ne!(data_key_of(&recovered), data_key_of(&sealed[9]));
     sealed.push(recovered);
-    let opened = replica.decode(NamespaceCheck::Expect(NS), sealed).await.unwrap();
+    let opened = replica
+        .decode(NamespaceCheck::Expect(NS), sealed)
+        .await
+        .unwrap();
     assert_eq!(opened.len(), 11);
 }
 
@@ -211,7 +289,13 @@ fn keyring_over_when_back(path: &std::path::Path, hidden: &std::path::Path) -> A
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_hundred_thousand_decodes_under_ten_data_keys_cost_exactly_ten_unwraps() {
     // hard_limit 1: every payload gets its own data key.
-    let Setup { dir, codec } = setup(Limits::new(1, 1, Duration::from_secs(3600), None, Duration::from_secs(5)));
+    let Setup { dir, codec } = setup(Limits::new(
+        1,
+        1,
+        Duration::from_secs(3600),
+        None,
+        Duration::from_secs(5),
+    ));
     let mut sealed = Vec::new();
     for i in 0..10 {
         sealed.push(encode_one(&codec, i).await.unwrap());
@@ -230,7 +314,10 @@ async fn one_hundred_thousand_decodes_under_ten_data_keys_cost_exactly_ten_unwra
         let batch: Vec<Payload> = (0..100).map(|i| sealed[i % 10].clone()).collect();
         tasks.push(tokio::spawn(async move {
             for _ in 0..125 {
-                let opened = replica.decode(NamespaceCheck::Expect(NS), batch.clone()).await.unwrap();
+                let opened = replica
+                    .decode(NamespaceCheck::Expect(NS), batch.clone())
+                    .await
+                    .unwrap();
                 assert_eq!(opened.len(), 100);
             }
         }));
@@ -239,9 +326,15 @@ async fn one_hundred_thousand_decodes_under_ten_data_keys_cost_exactly_ten_unwra
         task.await.unwrap();
     }
     let stats = replica.keyring().stats();
-    assert_eq!(stats.provider_call_count("unwrap"), 10, "100,000 decodes must cost exactly 10 unwraps");
+    assert_eq!(
+        stats.provider_call_count("unwrap"),
+        10,
+        "100,000 decodes must cost exactly 10 unwraps"
+    );
     let hits = stats.cache_hits.load(std::sync::atomic::Ordering::Relaxed);
-    let misses = stats.cache_misses.load(std::sync::atomic::Ordering::Relaxed);
+    let misses = stats
+        .cache_misses
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(hits + misses, 100_000);
     replica.keyring().sync_cache().await;
     assert_eq!(replica.keyring().cached_keys(), 10);
