@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::codec::{Codec, CodecOptions};
 use crate::config::{Config, ProviderConfig};
 use crate::keyring::{Keyring, NamespacePolicy, Policies};
+use crate::keys::aws_kms::AwsKms;
 use crate::keys::local_file::LocalFile;
 use crate::keys::vault::VaultTransit;
 use crate::keys::{KeyProvider, ProviderError};
@@ -120,6 +121,11 @@ pub fn build(config: Config) -> Result<App, AppError> {
                     "vault transit provider configured"
                 );
                 providers.insert(name.clone(), Arc::new(provider));
+            }
+            ProviderConfig::Aws(options) => {
+                // No I/O here: the SDK client is built on the first call (the readiness check
+                // at startup), because resolving the AWS chain is async and `build` is not.
+                providers.insert(name.clone(), Arc::new(AwsKms::new(options.clone())));
             }
         }
     }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::keyring::{CacheOptions, Limits, NIST_MAX_INVOCATIONS};
+use crate::keys::aws_kms::{self, AwsKmsOptions, MAX_MAX_ATTEMPTS};
 use crate::secret::Credential;
 
 /// Where the codec listens when nothing else is configured.
@@ -119,6 +120,9 @@ pub enum ProviderConfig {
     },
     /// HashiCorp Vault or OpenBao transit (`kind = "vault"`).
     Vault(Box<VaultConfig>),
+    /// AWS KMS (`kind = "aws"`): region, endpoint, profile, timeouts and retries. Credentials
+    /// come from the AWS SDK's standard chain, never from this file.
+    Aws(AwsKmsOptions),
 }
 
 impl ProviderConfig {
@@ -127,6 +131,7 @@ impl ProviderConfig {
         match self {
             Self::Local { .. } => "local",
             Self::Vault(_) => "vault",
+            Self::Aws(_) => "aws",
         }
     }
 }
@@ -707,15 +712,7 @@ fn parse_root(
 
     if let Some(namespaces) = fields.table("namespaces", problems) {
         for (name, value) in namespaces {
-            let path = format!("namespaces.{name:?}");
-            let path = if name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
-                format!("namespaces.{name}")
-            } else {
-                path
-            };
+            let path = format!("namespaces.{}", namespace_path_segment(name));
             if name != "*" && !valid_namespace(name) {
                 problems.push(Problem {
                     path: path.clone(),
@@ -803,6 +800,17 @@ fn parse_root(
             }
         }
     }
+    // Provider-specific key syntax, reported with the namespace's path.
+    for (name, namespace) in &config.namespaces {
+        if let Some(ProviderConfig::Aws(_)) = config.providers.get(&namespace.provider)
+            && let Err(message) = aws_kms::check_key_reference(&namespace.key)
+        {
+            problems.push(Problem {
+                path: format!("namespaces.{}.key", namespace_path_segment(name)),
+                message,
+            });
+        }
+    }
     if config.namespaces.is_empty() && problems.is_empty() && !root.is_empty() {
         problems.push(Problem {
             path: "namespaces".to_owned(),
@@ -812,6 +820,18 @@ fn parse_root(
     }
     fields.finish(problems);
     config
+}
+
+/// A namespace name as a path segment: bare when it is a plain word, quoted otherwise.
+fn namespace_path_segment(name: &str) -> String {
+    if name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        name.to_owned()
+    } else {
+        format!("{name:?}")
+    }
 }
 
 fn parse_server(
@@ -949,6 +969,11 @@ const PROVIDER_FIELDS: &[&str] = &[
     "timeout",
     "retries",
     "auth",
+    "region",
+    "endpoint",
+    "profile",
+    "connect_timeout",
+    "max_attempts",
 ];
 
 fn parse_provider(
@@ -976,11 +1001,12 @@ fn parse_provider(
         }
         Some("vault") => parse_vault(&mut fields, env, problems)
             .map(|vault| ProviderConfig::Vault(Box::new(vault))),
+        Some("aws") => parse_aws(&mut fields, problems).map(ProviderConfig::Aws),
         Some(other) => {
             fields.problem(
                 problems,
                 "kind",
-                format!("unknown provider kind {other:?} (expected one of: local, vault)"),
+                format!("unknown provider kind {other:?} (expected one of: local, vault, aws)"),
             );
             // Mark every key as used so the one real problem is not buried under unknown fields.
             if let Some(table) = fields.table {
@@ -993,7 +1019,7 @@ fn parse_provider(
             return None;
         }
         None => {
-            fields.problem(problems, "kind", "missing (one of: local, vault)");
+            fields.problem(problems, "kind", "missing (one of: local, vault, aws)");
             return None;
         }
     };
@@ -1310,6 +1336,80 @@ fn parse_vault_auth(
     };
     fields.finish(problems);
     auth.filter(|_| problems.len() == start)
+}
+
+/// `[providers.NAME] kind = "aws"`. Credentials are not configurable here on purpose: they
+/// come from the AWS SDK's standard chain (environment, web identity / IRSA, container and EKS
+/// Pod Identity, profile, IMDS).
+fn parse_aws(fields: &mut Fields<'_>, problems: &mut Vec<Problem>) -> Option<AwsKmsOptions> {
+    let before = problems.len();
+    let mut options = AwsKmsOptions::default();
+    if let Some(region) = fields.string("region", problems) {
+        if region.is_empty()
+            || !region
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            fields.problem(
+                problems,
+                "region",
+                format!("{region:?} is not an AWS region like \"eu-west-1\""),
+            );
+        }
+        options.region = Some(region);
+    }
+    if let Some(endpoint) = fields.string("endpoint", problems) {
+        let valid = endpoint
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|uri| {
+                matches!(uri.scheme_str(), Some("http" | "https"))
+                    && uri.host().is_some_and(|host| !host.is_empty())
+                    && uri.query().is_none()
+            })
+            .is_some();
+        if !valid {
+            fields.problem(
+                problems,
+                "endpoint",
+                format!(
+                    "{endpoint:?} is not an endpoint URL like \"https://kms.eu-west-1.amazonaws.com\""
+                ),
+            );
+        }
+        options.endpoint = Some(endpoint);
+    }
+    if let Some(profile) = fields.string("profile", problems) {
+        if profile.trim().is_empty() {
+            fields.problem(problems, "profile", "must not be empty");
+        }
+        options.profile = Some(profile);
+    }
+    if let Some(timeout) = fields.duration("timeout", problems) {
+        if timeout < Duration::from_millis(10) {
+            fields.problem(problems, "timeout", "must be at least 10ms");
+        }
+        options.timeout = timeout;
+    }
+    if let Some(timeout) = fields.duration("connect_timeout", problems) {
+        if timeout < Duration::from_millis(10) {
+            fields.problem(problems, "connect_timeout", "must be at least 10ms");
+        }
+        options.connect_timeout = timeout;
+    }
+    if let Some(attempts) = fields.unsigned("max_attempts", problems) {
+        match u32::try_from(attempts) {
+            Ok(attempts) if (1..=MAX_MAX_ATTEMPTS).contains(&attempts) => {
+                options.max_attempts = attempts;
+            }
+            _ => fields.problem(
+                problems,
+                "max_attempts",
+                format!("must be between 1 and {MAX_MAX_ATTEMPTS}, found {attempts}"),
+            ),
+        }
+    }
+    (problems.len() == before).then_some(options)
 }
 
 #[cfg(test)]
@@ -1665,6 +1765,101 @@ mod tests {
         assert!(!valid_transit_key_name("-x"));
         assert!(!valid_transit_key_name("x."));
         assert!(!valid_transit_key_name(".."));
+    }
+
+    #[test]
+    fn aws_providers_parse_with_defaults_and_report_every_bad_field() {
+        let config = parse(
+            r#"
+            [providers.kms]
+            kind = "aws"
+            region = "eu-west-1"
+            endpoint = "http://127.0.0.1:4566"
+            timeout = "1.5s"
+            max_attempts = 2
+            [providers.chain]
+            kind = "aws"
+            [namespaces.default]
+            provider = "kms"
+            key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+            [namespaces."*"]
+            provider = "chain"
+            key = "alias/kmscodec/{namespace}"
+            "#,
+        )
+        .unwrap();
+        let ProviderConfig::Aws(kms) = &config.providers["kms"] else {
+            panic!("not aws: {:?}", config.providers["kms"]);
+        };
+        assert_eq!(kms.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(kms.endpoint.as_deref(), Some("http://127.0.0.1:4566"));
+        assert_eq!(kms.timeout, Duration::from_millis(1500));
+        assert_eq!(kms.connect_timeout, aws_kms::DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(kms.max_attempts, 2);
+        assert_eq!(
+            config.providers["chain"],
+            ProviderConfig::Aws(AwsKmsOptions::default())
+        );
+        assert_eq!(config.providers["chain"].kind(), "aws");
+
+        let error = parse(
+            r#"
+            [providers.kms]
+            kind = "aws"
+            region = "Europe West"
+            endpoint = "kms.example.com"
+            timeout = "soon"
+            max_attempts = 0
+            profile = ""
+            secret_access_key = "never here"
+            [namespaces.default]
+            provider = "kms"
+            key = "alias/aws/s3"
+            [namespaces.other]
+            provider = "kms"
+            key = "arn:aws:s3:::bucket"
+            "#,
+        )
+        .unwrap_err();
+        let text = error.to_string();
+        for expected in [
+            "providers.kms.region: \"Europe West\" is not an AWS region",
+            "providers.kms.endpoint: \"kms.example.com\" is not an endpoint URL",
+            "providers.kms.timeout: expected a duration",
+            "providers.kms.max_attempts: must be between 1 and 10, found 0",
+            "providers.kms.profile: must not be empty",
+            "providers.kms.secret_access_key: unknown field",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+        // The provider is dropped, so its namespaces report the unknown provider instead.
+        assert!(
+            text.contains("namespaces.default.provider: unknown provider"),
+            "{text}"
+        );
+
+        let error = parse(
+            r#"
+            [providers.kms]
+            kind = "aws"
+            [namespaces.default]
+            provider = "kms"
+            key = "alias/aws/s3"
+            [namespaces.other]
+            provider = "kms"
+            key = "arn:aws:s3:::bucket"
+            "#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("namespaces.default.key: \"alias/aws/s3\""),
+            "{error}"
+        );
+        assert!(
+            error.contains("namespaces.other.key: \"arn:aws:s3:::bucket\""),
+            "{error}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 
 use crate::secret::{DataKey, KekRef, ProviderKind, WrappedKey};
 
+pub mod aws_kms;
 pub mod local_file;
 pub mod vault;
 

@@ -1,0 +1,839 @@
+//! The AWS KMS backend: each namespace's KEK is a KMS key; data keys come from `GenerateDataKey`
+//! (AES_256) and are unwrapped with `Decrypt`.
+//!
+//! This module owns the KMS request shapes, the encryption context that binds a wrapped data key
+//! to its namespace (built in one place, [`encryption_context`], and sent on both calls), and the
+//! mapping of SDK errors to [`ProviderError`] ([`classify`]). It must never log or return
+//! credentials, never keep a plaintext data key outside a zeroizing type, never call a KMS
+//! operation that is not listed in [`CALLED_ACTIONS`] or [`DESCRIBE_ACTIONS`] (the IAM policy in
+//! `policies/aws/` is tested against them), and never read the environment itself: the only
+//! environment it sees is the AWS SDK's own standard chain (credentials, region, profile,
+//! `AWS_ENDPOINT_URL*`), everything else comes from [`AwsKmsOptions`], built by `config`.
+//!
+//! The header's [`KekRef`] is `{ key: <key ARN returned by GenerateDataKey>, version: 0 }`: KMS
+//! keeps the key material version inside the ciphertext blob, so rotating a key (automatic or
+//! `RotateKeyOnDemand`) or re-pointing an alias to a new key keeps every old payload decodable.
+//!
+//! The SDK client is built lazily on the first call (`aws_config`'s chain resolution is async,
+//! and [`crate::app::build`] is synchronous): construction never blocks and never touches the
+//! network. A missing region is reported then as [`ProviderError::Misconfigured`], and the
+//! readiness check ([`KeyProvider::health`]) makes the first call at startup.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_kms::Client;
+use aws_sdk_kms::config::retry::RetryConfig;
+use aws_sdk_kms::config::timeout::TimeoutConfig;
+use aws_sdk_kms::config::{ProvideCredentials, Region, SharedCredentialsProvider};
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::{DataKeySpec, KeyState, KeyUsageType};
+use zeroize::Zeroizing;
+
+use super::{GeneratedKey, KeyDescription, KeyProvider, ProviderError};
+use crate::envelope::{FORMAT_VERSION, MAX_KEK_REF_LEN, MAX_WRAPPED_KEY_LEN};
+use crate::secret::{DataKey, KekRef, ProviderKind, WrappedKey};
+
+/// The KMS API actions the sidecar calls while serving (mint, unwrap, health). The IAM policy
+/// `policies/aws/kmscodec-sidecar-iam.json` grants exactly these; a test checks it.
+pub const CALLED_ACTIONS: &[&str] = &["kms:GenerateDataKey", "kms:Decrypt"];
+
+/// The KMS API actions [`KeyProvider::describe`] calls. Only operators' tooling (`keys describe`)
+/// uses them; the sidecar role is not granted them (see `policies/README.md`).
+pub const DESCRIBE_ACTIONS: &[&str] = &["kms:DescribeKey", "kms:GetKeyRotationStatus"];
+
+/// Encryption context key naming the Temporal namespace a data key was minted for.
+pub const CONTEXT_NAMESPACE: &str = "kmscodec:namespace";
+/// Encryption context key naming the envelope format version.
+pub const CONTEXT_FORMAT: &str = "kmscodec:format";
+
+/// Default operation timeout: the whole call, every retry included.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default TCP/TLS connect timeout of one attempt.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default total attempts per call (the SDK's standard retry mode).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Most attempts the configuration accepts.
+pub const MAX_MAX_ATTEMPTS: u32 = 10;
+
+/// How long a successful credential resolution keeps [`KeyProvider::health`] from resolving
+/// again, at most (credentials that expire sooner are resolved again before they expire).
+const HEALTH_RECHECK: Duration = Duration::from_secs(300);
+/// Margin before credential expiry at which health resolves again.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+
+/// Settings of one AWS KMS provider (`[providers.NAME] kind = "aws"`), validated by `config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsKmsOptions {
+    /// The region (`us-east-1`); `None`: the SDK chain (`AWS_REGION`, profile, IMDS).
+    pub region: Option<String>,
+    /// Endpoint override (`https://kms.eu-west-1.amazonaws.com`, a VPC endpoint, a test server).
+    pub endpoint: Option<String>,
+    /// Named profile of the shared config files; `None`: `AWS_PROFILE` or `default`.
+    pub profile: Option<String>,
+    /// Operation timeout: one KMS call including every retry.
+    pub timeout: Duration,
+    /// Connect timeout of one attempt.
+    pub connect_timeout: Duration,
+    /// Total attempts per call (1 disables retries).
+    pub max_attempts: u32,
+}
+
+impl Default for AwsKmsOptions {
+    fn default() -> Self {
+        Self {
+            region: None,
+            endpoint: None,
+            profile: None,
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+}
+
+/// The encryption context sent with both `GenerateDataKey` and `Decrypt`: the one place it is
+/// built, so the two calls can never disagree. KMS binds it to the ciphertext as associated data
+/// and logs it in CloudTrail; IAM and key policies can condition on it
+/// (`kms:EncryptionContext:kmscodec:namespace`). It holds no secret.
+pub fn encryption_context(namespace: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (CONTEXT_NAMESPACE.to_owned(), namespace.to_owned()),
+        (CONTEXT_FORMAT.to_owned(), FORMAT_VERSION.to_string()),
+    ])
+}
+
+/// The KMS operations this module calls, for error messages and the IAM action names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// `GenerateDataKey`.
+    GenerateDataKey,
+    /// `Decrypt`.
+    Decrypt,
+    /// `DescribeKey`.
+    DescribeKey,
+    /// `GetKeyRotationStatus`.
+    GetKeyRotationStatus,
+}
+
+impl Operation {
+    /// The API operation name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::GenerateDataKey => "GenerateDataKey",
+            Self::Decrypt => "Decrypt",
+            Self::DescribeKey => "DescribeKey",
+            Self::GetKeyRotationStatus => "GetKeyRotationStatus",
+        }
+    }
+}
+
+/// Checks the syntax of a configured key reference: a key id (UUID or `mrk-...`), a key ARN, an
+/// alias name (`alias/...`) or an alias ARN. `{namespace}` may stand for part of it.
+pub fn check_key_reference(key: &str) -> Result<(), String> {
+    let sample = key.replace("{namespace}", "ns");
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "/_-:.".contains(c);
+    if sample.is_empty() || sample.len() > 2048 || !sample.chars().all(allowed) {
+        return Err(format!(
+            "{key:?} is not a KMS key reference (a key id, key ARN, alias/NAME or alias ARN)"
+        ));
+    }
+    if let Some(name) = sample.strip_prefix("alias/") {
+        if name.is_empty() || name.starts_with("aws/") {
+            return Err(format!(
+                "{key:?}: an alias needs a name, and AWS managed aliases (alias/aws/...) cannot \
+                 carry an encryption-context policy"
+            ));
+        }
+        return Ok(());
+    }
+    if sample.starts_with("arn:") {
+        let parts: Vec<&str> = sample.splitn(6, ':').collect();
+        let resource_ok = parts.get(5).is_some_and(|resource| {
+            resource
+                .strip_prefix("key/")
+                .is_some_and(|id| !id.is_empty())
+                || resource
+                    .strip_prefix("alias/")
+                    .is_some_and(|a| !a.is_empty())
+        });
+        if parts.len() == 6 && parts[2] == "kms" && resource_ok {
+            return Ok(());
+        }
+        return Err(format!(
+            "{key:?} is not a KMS key or alias ARN (arn:PARTITION:kms:REGION:ACCOUNT:key/ID)"
+        ));
+    }
+    if sample.contains('/') || sample.contains(':') {
+        return Err(format!(
+            "{key:?} is not a KMS key reference (a key id, key ARN, alias/NAME or alias ARN)"
+        ));
+    }
+    Ok(())
+}
+
+/// Is `text` a KMS key ARN (`arn:PARTITION:kms:REGION:ACCOUNT:key/ID`)? Headers must name one.
+fn is_key_arn(text: &str) -> bool {
+    let parts: Vec<&str> = text.splitn(6, ':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && !parts[1].is_empty()
+        && parts[2] == "kms"
+        && !parts[3].is_empty()
+        && !parts[4].is_empty()
+        && parts[5].strip_prefix("key/").is_some_and(|id| {
+            !id.is_empty()
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+}
+
+/// An error and its sources, `outer: inner: innermost`, without the `Debug` dump that the SDK's
+/// `DisplayErrorContext` appends. SDK errors carry endpoints and codes, never credentials.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let inner_text = inner.to_string();
+        // Some layers repeat their source's message; print it once.
+        if !text.ends_with(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        source = inner.source();
+    }
+    text
+}
+
+/// Maps an SDK error to a [`ProviderError`].
+///
+/// * `AccessDeniedException` and authentication failures: [`ProviderError::Denied`] (403).
+/// * `NotFoundException`: [`ProviderError::NotFound`] (404).
+/// * `DisabledException`, `KMSInvalidStateException` (pending deletion, pending import,
+///   disabled): [`ProviderError::Disabled`] (403). These states last until an operator acts;
+///   a 503 would make every client retry in vain. `KeyUnavailableException` (a custom key store
+///   that is briefly disconnected) is the retryable case: [`ProviderError::Unavailable`].
+/// * `InvalidCiphertextException`, `IncorrectKeyException` (and a `ValidationException` on
+///   `Decrypt`, whose input is the header's wrapped key): [`ProviderError::Invalid`] (400).
+/// * `ThrottlingException`, `LimitExceededException`, `KMSInternalException`,
+///   `DependencyTimeoutException`, timeouts, connection and credential-fetch failures,
+///   unreadable responses: [`ProviderError::Unavailable`] (503). The SDK has already retried
+///   the retryable ones within the operation timeout.
+/// * Anything else (an unknown code, `InvalidKeyUsageException`, a request the SDK could not
+///   build): [`ProviderError::Misconfigured`] (500).
+pub fn classify<E, R>(operation: Operation, error: &SdkError<E, R>) -> ProviderError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: fmt::Debug + 'static,
+{
+    let op = operation.name();
+    match error {
+        SdkError::ServiceError(context) => {
+            let service = context.err();
+            let code = service.code().unwrap_or("UnknownError");
+            let mut detail = format!(
+                "AWS KMS {op}: {code}: {}",
+                service.message().unwrap_or("no message")
+            );
+            if let Some(request_id) = service.meta().extra("aws_request_id") {
+                detail.push_str(&format!(" (request id {request_id})"));
+            }
+            match code {
+                "AccessDeniedException"
+                | "UnrecognizedClientException"
+                | "InvalidSignatureException"
+                | "IncompleteSignature"
+                | "MissingAuthenticationToken"
+                | "InvalidClientTokenId"
+                | "ExpiredTokenException"
+                | "KMSAccessDeniedException" => ProviderError::Denied(detail),
+                "NotFoundException" => ProviderError::NotFound(detail),
+                "DisabledException" | "KMSInvalidStateException" => ProviderError::Disabled(detail),
+                "InvalidCiphertextException" | "IncorrectKeyException" => ProviderError::Invalid,
+                "ValidationException" if operation == Operation::Decrypt => ProviderError::Invalid,
+                "ThrottlingException"
+                | "ThrottledException"
+                | "LimitExceededException"
+                | "KMSInternalException"
+                | "KMSInternalFailureException"
+                | "InternalFailure"
+                | "ServiceUnavailable"
+                | "ServiceUnavailableException"
+                | "DependencyTimeoutException"
+                | "KeyUnavailableException"
+                | "RequestTimeout"
+                | "RequestTimeoutException" => ProviderError::Unavailable(detail),
+                _ => ProviderError::Misconfigured(detail),
+            }
+        }
+        SdkError::TimeoutError(_) => {
+            ProviderError::Unavailable(format!("AWS KMS {op}: operation timed out"))
+        }
+        SdkError::DispatchFailure(failure) => {
+            let kind = if failure.is_timeout() {
+                "timed out"
+            } else if failure.is_io() {
+                "connection failed"
+            } else {
+                "request not sent"
+            };
+            ProviderError::Unavailable(format!("AWS KMS {op}: {kind}: {}", error_chain(error)))
+        }
+        SdkError::ResponseError(_) => ProviderError::Unavailable(format!(
+            "AWS KMS {op}: unreadable response: {}",
+            error_chain(error)
+        )),
+        SdkError::ConstructionFailure(_) => ProviderError::Misconfigured(format!(
+            "AWS KMS {op}: request could not be built: {}",
+            error_chain(error)
+        )),
+        _ => ProviderError::Unavailable(format!("AWS KMS {op}: {}", error_chain(error))),
+    }
+}
+
+/// Maps a credential-chain failure (seen by [`KeyProvider::health`]).
+fn classify_credentials(error: &CredentialsError) -> ProviderError {
+    let detail = format!("AWS credentials: {}", error_chain(error));
+    match error {
+        CredentialsError::CredentialsNotLoaded(_) => ProviderError::Misconfigured(format!(
+            "{detail} (no source in the chain had credentials: environment, web identity \
+             (IRSA), container/EKS Pod Identity, profile, IMDS)"
+        )),
+        CredentialsError::InvalidConfiguration(_) => ProviderError::Misconfigured(detail),
+        _ => ProviderError::Unavailable(detail),
+    }
+}
+
+/// The lazily built client and the credentials provider it signs with.
+struct Connection {
+    client: Client,
+    credentials: Option<SharedCredentialsProvider>,
+}
+
+/// The AWS KMS provider.
+pub struct AwsKms {
+    options: AwsKmsOptions,
+    credentials_override: Option<SharedCredentialsProvider>,
+    connection: tokio::sync::OnceCell<Connection>,
+    /// Until when the last successful credential resolution keeps health from resolving again.
+    credentials_checked_until: std::sync::Mutex<Option<SystemTime>>,
+}
+
+impl fmt::Debug for AwsKms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsKms")
+            .field("options", &self.options)
+            .field("credentials_override", &self.credentials_override.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AwsKms {
+    /// A provider using the standard AWS credential chain. Does no I/O: the client is built on
+    /// the first call.
+    pub fn new(options: AwsKmsOptions) -> Self {
+        Self {
+            options,
+            credentials_override: None,
+            connection: tokio::sync::OnceCell::new(),
+            credentials_checked_until: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// A provider signing with `credentials` instead of the standard chain (embedding, tests).
+    pub fn with_credentials_provider(
+        options: AwsKmsOptions,
+        credentials: SharedCredentialsProvider,
+    ) -> Self {
+        Self {
+            credentials_override: Some(credentials),
+            ..Self::new(options)
+        }
+    }
+
+    /// The settings.
+    pub fn options(&self) -> &AwsKmsOptions {
+        &self.options
+    }
+
+    async fn connection(&self) -> Result<&Connection, ProviderError> {
+        self.connection.get_or_try_init(|| self.connect()).await
+    }
+
+    async fn client(&self) -> Result<&Client, ProviderError> {
+        Ok(&self.connection().await?.client)
+    }
+
+    /// Resolves the SDK configuration (region, profile, credential chain) and builds the client.
+    async fn connect(&self) -> Result<Connection, ProviderError> {
+        let options = &self.options;
+        let timeouts = TimeoutConfig::builder()
+            .operation_timeout(options.timeout)
+            .connect_timeout(options.connect_timeout)
+            .build();
+        // The client panics without a behavior version: set it explicitly.
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(options.max_attempts))
+            .timeout_config(timeouts);
+        if let Some(region) = &options.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(profile) = &options.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(endpoint) = &options.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        if let Some(credentials) = &self.credentials_override {
+            loader = loader.credentials_provider(credentials.clone());
+        }
+        let sdk_config = loader.load().await;
+        if sdk_config.region().is_none() {
+            return Err(ProviderError::Misconfigured(
+                "AWS KMS: no region: set `region` in the provider's configuration, or AWS_REGION, \
+                 or a region in the AWS profile"
+                    .to_owned(),
+            ));
+        }
+        Ok(Connection {
+            client: Client::new(&sdk_config),
+            credentials: sdk_config.credentials_provider(),
+        })
+    }
+
+    /// Whether health may skip resolving credentials again.
+    fn credentials_recently_checked(&self, now: SystemTime) -> bool {
+        self.credentials_checked_until
+            .lock()
+            .ok()
+            .and_then(|until| *until)
+            .is_some_and(|until| now < until)
+    }
+
+    fn record_credentials_checked(&self, now: SystemTime, expiry: Option<SystemTime>) {
+        let mut until = now + HEALTH_RECHECK;
+        if let Some(expiry) = expiry {
+            until = until.min(expiry.checked_sub(EXPIRY_MARGIN).unwrap_or(expiry));
+        }
+        if let Ok(mut checked) = self.credentials_checked_until.lock() {
+            *checked = Some(until);
+        }
+    }
+}
+
+#[async_trait]
+impl KeyProvider for AwsKms {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::AwsKms
+    }
+
+    async fn generate_data_key(
+        &self,
+        namespace: &str,
+        key: &str,
+    ) -> Result<GeneratedKey, ProviderError> {
+        let operation = Operation::GenerateDataKey;
+        let client = self.client().await?;
+        let mut output = client
+            .generate_data_key()
+            .key_id(key)
+            .key_spec(DataKeySpec::Aes256)
+            .set_encryption_context(Some(encryption_context(namespace)))
+            .send()
+            .await
+            .map_err(|error| classify(operation, &error))?;
+        let bad_response =
+            |what: &str| ProviderError::Unavailable(format!("AWS KMS GenerateDataKey: {what}"));
+        // Take the SDK's plaintext buffer out of the output so it is zeroized when dropped.
+        let plaintext = Zeroizing::new(
+            output
+                .plaintext
+                .take()
+                .map(Blob::into_inner)
+                .ok_or_else(|| bad_response("response has no Plaintext"))?,
+        );
+        let plaintext = DataKey::from_slice(&plaintext)
+            .ok_or_else(|| bad_response("Plaintext is not 32 bytes"))?;
+        let wrapped = output
+            .ciphertext_blob
+            .take()
+            .map(Blob::into_inner)
+            .filter(|blob| !blob.is_empty() && blob.len() <= MAX_WRAPPED_KEY_LEN)
+            .ok_or_else(|| bad_response("CiphertextBlob missing or too long"))?;
+        let key_arn = output
+            .key_id
+            .take()
+            .filter(|arn| is_key_arn(arn) && arn.len() <= MAX_KEK_REF_LEN)
+            .ok_or_else(|| bad_response("KeyId missing or not a key ARN"))?;
+        Ok(GeneratedKey {
+            plaintext,
+            wrapped: WrappedKey::new(wrapped),
+            kek: KekRef {
+                key: key_arn,
+                version: 0,
+            },
+        })
+    }
+
+    async fn unwrap_data_key(
+        &self,
+        namespace: &str,
+        kek: &KekRef,
+        wrapped: &WrappedKey,
+    ) -> Result<DataKey, ProviderError> {
+        // The header is unauthenticated until the data key opens it: refuse anything a
+        // GenerateDataKey of ours could not have produced before calling KMS.
+        if kek.version != 0 || !is_key_arn(&kek.key) || wrapped.as_bytes().is_empty() {
+            return Err(ProviderError::Invalid);
+        }
+        let operation = Operation::Decrypt;
+        let client = self.client().await?;
+        let mut output = client
+            .decrypt()
+            .key_id(&kek.key)
+            .ciphertext_blob(Blob::new(wrapped.as_bytes()))
+            .set_encryption_context(Some(encryption_context(namespace)))
+            .send()
+            .await
+            .map_err(|error| classify(operation, &error))?;
+        let plaintext = Zeroizing::new(output.plaintext.take().map(Blob::into_inner).ok_or_else(
+            || ProviderError::Unavailable("AWS KMS Decrypt: response has no Plaintext".into()),
+        )?);
+        // KMS used the key we named (it refuses otherwise); a different answer is not ours.
+        if output.key_id.as_deref().is_some_and(|arn| arn != kek.key) {
+            return Err(ProviderError::Invalid);
+        }
+        DataKey::from_slice(&plaintext).ok_or(ProviderError::Invalid)
+    }
+
+    async fn describe(&self, key: &str) -> Result<KeyDescription, ProviderError> {
+        let client = self.client().await?;
+        let described = client
+            .describe_key()
+            .key_id(key)
+            .send()
+            .await
+            .map_err(|error| classify(Operation::DescribeKey, &error))?;
+        let metadata = described.key_metadata().ok_or_else(|| {
+            ProviderError::Unavailable("AWS KMS DescribeKey: response has no KeyMetadata".into())
+        })?;
+        let arn = metadata.arn().unwrap_or(metadata.key_id()).to_owned();
+        let state = metadata.key_state();
+        let usable = metadata.enabled() && state.is_none_or(|s| *s == KeyState::Enabled);
+        let symmetric_encrypt = metadata
+            .key_usage()
+            .is_none_or(|usage| *usage == KeyUsageType::EncryptDecrypt);
+        let mut notes = vec![format!("key ARN {arn}")];
+        if let Some(state) = state {
+            notes.push(format!("key state {}", state.as_str()));
+        }
+        if let Some(created) = metadata.creation_date() {
+            notes.push(format!("created {created}"));
+        }
+        if let Some(deletion) = metadata.deletion_date() {
+            notes.push(format!("scheduled for deletion on {deletion}"));
+        }
+        if let Some(manager) = metadata.key_manager() {
+            notes.push(format!("key manager {}", manager.as_str()));
+        }
+        if metadata.multi_region() == Some(true) {
+            notes.push("multi-Region key".to_owned());
+        }
+        if !symmetric_encrypt {
+            notes.push("key usage is not ENCRYPT_DECRYPT: it cannot wrap data keys".to_owned());
+        }
+        match client.get_key_rotation_status().key_id(&arn).send().await {
+            Ok(rotation) => {
+                if rotation.key_rotation_enabled() {
+                    let period = rotation
+                        .rotation_period_in_days()
+                        .map(|days| format!(" every {days} days"))
+                        .unwrap_or_default();
+                    let next = rotation
+                        .next_rotation_date()
+                        .map(|date| format!(", next on {date}"))
+                        .unwrap_or_default();
+                    notes.push(format!("automatic rotation enabled{period}{next}"));
+                } else {
+                    notes.push("automatic rotation disabled".to_owned());
+                }
+                if let Some(started) = rotation.on_demand_rotation_start_date() {
+                    notes.push(format!("on-demand rotation in progress since {started}"));
+                }
+            }
+            // Asymmetric, imported-material and custom-key-store keys have no rotation status;
+            // an operator role may lack the permission. Neither hides the rest.
+            Err(error) => notes.push(format!(
+                "rotation status not available: {}",
+                classify(Operation::GetKeyRotationStatus, &error)
+            )),
+        }
+        notes.push(
+            "KMS keeps every key material version; each wrapped data key names its own, so \
+             payloads stay decodable across rotations"
+                .to_owned(),
+        );
+        Ok(KeyDescription {
+            provider: ProviderKind::AwsKms.as_str().to_owned(),
+            key: key.to_owned(),
+            primary_version: None,
+            versions: Vec::new(),
+            encrypt_enabled: usable && symmetric_encrypt,
+            decrypt_enabled: usable && symmetric_encrypt,
+            notes,
+        })
+    }
+
+    /// Builds the client (region check) and resolves credentials through the chain, at most
+    /// every few minutes. Calls no KMS operation: the sidecar's role is granted only
+    /// [`CALLED_ACTIONS`], and a health probe must not mint data keys or fill CloudTrail with
+    /// denied calls. KMS reachability shows in the data path (503s, provider call metrics).
+    async fn health(&self) -> Result<(), ProviderError> {
+        let connection = self.connection().await?;
+        let now = SystemTime::now();
+        if self.credentials_recently_checked(now) {
+            return Ok(());
+        }
+        let Some(credentials) = &connection.credentials else {
+            return Err(ProviderError::Misconfigured(
+                "AWS KMS: no credentials provider configured".to_owned(),
+            ));
+        };
+        let resolved =
+            tokio::time::timeout(self.options.timeout, credentials.provide_credentials())
+                .await
+                .map_err(|_| {
+                    ProviderError::Unavailable(format!(
+                        "AWS credentials: no answer from the credential chain within {:?}",
+                        self.options.timeout
+                    ))
+                })?
+                .map_err(|error| classify_credentials(&error))?;
+        self.record_credentials_checked(now, resolved.expiry());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_kms::error::{ConnectorError, ErrorMetadata};
+    use aws_sdk_kms::operation::decrypt::DecryptError;
+    use aws_sdk_kms::operation::generate_data_key::GenerateDataKeyError;
+
+    fn service_error(code: &str) -> SdkError<GenerateDataKeyError, ()> {
+        SdkError::service_error(
+            GenerateDataKeyError::generic(
+                ErrorMetadata::builder()
+                    .code(code)
+                    .message("from the test")
+                    .build(),
+            ),
+            (),
+        )
+    }
+
+    fn decrypt_error(code: &str) -> SdkError<DecryptError, ()> {
+        SdkError::service_error(
+            DecryptError::generic(ErrorMetadata::builder().code(code).build()),
+            (),
+        )
+    }
+
+    #[test]
+    fn service_errors_map_to_provider_errors() {
+        let op = Operation::GenerateDataKey;
+        for (code, label) in [
+            ("AccessDeniedException", "denied"),
+            ("UnrecognizedClientException", "denied"),
+            ("NotFoundException", "not_found"),
+            ("DisabledException", "disabled"),
+            ("KMSInvalidStateException", "disabled"),
+            ("InvalidCiphertextException", "invalid"),
+            ("IncorrectKeyException", "invalid"),
+            ("ThrottlingException", "unavailable"),
+            ("KMSInternalException", "unavailable"),
+            ("DependencyTimeoutException", "unavailable"),
+            ("KeyUnavailableException", "unavailable"),
+            ("InvalidKeyUsageException", "misconfigured"),
+            ("SomethingNew", "misconfigured"),
+        ] {
+            let mapped = classify(op, &service_error(code));
+            assert_eq!(mapped.label(), label, "{code}: {mapped}");
+        }
+        let throttled = classify(op, &service_error("ThrottlingException"));
+        assert!(throttled.is_retryable());
+        assert!(
+            throttled
+                .to_string()
+                .contains("GenerateDataKey: ThrottlingException: from the test"),
+            "{throttled}"
+        );
+        // A malformed wrapped key is bad input on Decrypt, a bug on GenerateDataKey.
+        assert_eq!(
+            classify(Operation::Decrypt, &decrypt_error("ValidationException")),
+            ProviderError::Invalid
+        );
+        assert_eq!(
+            classify(op, &service_error("ValidationException")).label(),
+            "misconfigured"
+        );
+    }
+
+    #[test]
+    fn transport_errors_are_unavailable() {
+        let op = Operation::Decrypt;
+        let refused: SdkError<DecryptError, ()> = SdkError::dispatch_failure(ConnectorError::io(
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
+        ));
+        let mapped = classify(op, &refused);
+        assert!(mapped.is_retryable(), "{mapped}");
+        assert!(mapped.to_string().contains("connection failed"), "{mapped}");
+        let slow: SdkError<DecryptError, ()> = SdkError::dispatch_failure(ConnectorError::timeout(
+            std::io::Error::from(std::io::ErrorKind::TimedOut).into(),
+        ));
+        assert!(classify(op, &slow).to_string().contains("timed out"));
+        let timeout: SdkError<DecryptError, ()> = SdkError::timeout_error("3s passed");
+        assert!(classify(op, &timeout).is_retryable());
+        let construction: SdkError<DecryptError, ()> =
+            SdkError::construction_failure("missing signing region");
+        assert_eq!(classify(op, &construction).label(), "misconfigured");
+    }
+
+    #[test]
+    fn credential_errors_say_which_chain_failed() {
+        let missing = classify_credentials(&CredentialsError::not_loaded("nothing found"));
+        assert_eq!(missing.label(), "misconfigured");
+        assert!(missing.to_string().contains("IRSA"), "{missing}");
+        let slow = classify_credentials(&CredentialsError::provider_timed_out(
+            Duration::from_secs(5),
+        ));
+        assert!(slow.is_retryable());
+    }
+
+    #[test]
+    fn context_binds_namespace_and_format() {
+        let context = encryption_context("payments");
+        assert_eq!(context.len(), 2);
+        assert_eq!(context[CONTEXT_NAMESPACE], "payments");
+        assert_eq!(context[CONTEXT_FORMAT], "1");
+    }
+
+    #[test]
+    fn key_references() {
+        for good in [
+            "1234abcd-12ab-34cd-56ef-1234567890ab",
+            "mrk-1234abcd12ab34cd56ef1234567890ab",
+            "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            "arn:aws-us-gov:kms:us-gov-west-1:123456789012:alias/kmscodec/default",
+            "alias/kmscodec/default",
+            "alias/kmscodec/{namespace}",
+        ] {
+            assert_eq!(check_key_reference(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "alias/",
+            "alias/aws/s3",
+            "arn:aws:s3:::bucket",
+            "arn:aws:kms:us-east-1:123456789012:grant/x",
+            "key with spaces",
+            "a/b",
+        ] {
+            assert!(check_key_reference(bad).is_err(), "{bad}");
+        }
+        assert!(is_key_arn(
+            "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+        ));
+        assert!(!is_key_arn("arn:aws:kms:us-east-1:123456789012:alias/x"));
+        assert!(!is_key_arn("alias/x"));
+        assert!(!is_key_arn("arn:aws:kms:us-east-1:123456789012:key/a/../b"));
+    }
+
+    #[tokio::test]
+    async fn headers_that_no_generate_could_produce_are_refused_without_a_call() {
+        // No region, no endpoint: any network attempt would fail differently.
+        let provider = AwsKms::new(AwsKmsOptions::default());
+        let wrapped = WrappedKey::new(vec![1; 64]);
+        for kek in [
+            KekRef {
+                key: "alias/kmscodec/default".into(),
+                version: 0,
+            },
+            KekRef {
+                key: "arn:aws:kms:us-east-1:123456789012:key/abc".into(),
+                version: 7,
+            },
+        ] {
+            assert!(matches!(
+                provider.unwrap_data_key("ns", &kek, &wrapped).await,
+                Err(ProviderError::Invalid)
+            ));
+        }
+        assert!(!format!("{provider:?}").contains("secret"));
+    }
+
+    /// `CALLED_ACTIONS` and `DESCRIBE_ACTIONS` are exactly the operations called on a `client`
+    /// in this file, and the describe-only ones are called only from `describe`.
+    #[test]
+    fn called_actions_match_the_call_sites() {
+        let source = include_str!("aws_kms.rs");
+        let code = source.split("#[cfg(test)]").next().unwrap_or(source);
+        let describe_start = code.find("async fn describe(").unwrap_or(0);
+        let describe_end = code[describe_start..]
+            .find("async fn health(")
+            .map_or(code.len(), |end| describe_start + end);
+        let mut serving = std::collections::BTreeSet::new();
+        let mut describing = std::collections::BTreeSet::new();
+        let mut rest = code;
+        let mut offset = 0;
+        while let Some(found) = rest.find("client") {
+            let start = offset + found;
+            let before = code[..start].chars().next_back();
+            let after = code[start + "client".len()..].trim_start();
+            offset = start + "client".len();
+            rest = &code[offset..];
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            let Some(call) = after.strip_prefix('.') else {
+                continue;
+            };
+            let name: String = call
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            if name.is_empty() || !call[name.len()..].starts_with("()") {
+                continue;
+            }
+            let action: String = name
+                .split('_')
+                .map(|word| {
+                    let mut chars = word.chars();
+                    chars
+                        .next()
+                        .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
+                        .unwrap_or_default()
+                })
+                .collect();
+            let action = format!("kms:{action}");
+            if (describe_start..describe_end).contains(&start) {
+                describing.insert(action);
+            } else {
+                serving.insert(action);
+            }
+        }
+        let called: std::collections::BTreeSet<String> =
+            CALLED_ACTIONS.iter().map(|a| a.to_string()).collect();
+        let described: std::collections::BTreeSet<String> =
+            DESCRIBE_ACTIONS.iter().map(|a| a.to_string()).collect();
+        assert_eq!(serving, called, "operations called outside describe");
+        assert_eq!(describing, described, "operations called by describe");
+    }
+}
