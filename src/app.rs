@@ -16,6 +16,8 @@ use crate::keys::aws_kms::AwsKms;
 use crate::keys::local_file::LocalFile;
 use crate::keys::vault::VaultTransit;
 use crate::keys::{KeyProvider, ProviderError};
+use crate::metrics::{Metrics, MetricsError};
+use crate::server::grpc;
 use crate::server::http::{HttpOptions, router};
 use crate::server::{AppState, Readiness};
 
@@ -41,6 +43,17 @@ pub enum AppError {
     /// The server failed while running.
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    /// The metrics registry could not be built (a bug).
+    #[error(transparent)]
+    Metrics(MetricsError),
+    /// The gRPC Unix socket could not be bound.
+    #[error("cannot listen on unix socket {path}: {error}")]
+    BindUnix {
+        /// The socket path.
+        path: std::path::PathBuf,
+        /// What failed.
+        error: std::io::Error,
+    },
 }
 
 /// The built application.
@@ -55,6 +68,8 @@ pub struct App {
     pub readiness: Arc<Readiness>,
     /// Local keyring files by provider name (for administration).
     pub local_files: BTreeMap<String, Arc<LocalFile>>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for App {
@@ -166,12 +181,14 @@ pub fn build(config: Config) -> Result<App, AppError> {
             ..CodecOptions::default()
         },
     ));
+    let metrics = Arc::new(Metrics::new(Arc::clone(&keyring)).map_err(AppError::Metrics)?);
     Ok(App {
         config,
         keyring,
         codec,
         readiness: Arc::new(Readiness::default()),
         local_files,
+        metrics,
     })
 }
 
@@ -192,61 +209,232 @@ impl App {
         AppState {
             codec: Arc::clone(&self.codec),
             readiness: Arc::clone(&self.readiness),
+            metrics: Arc::clone(&self.metrics),
         }
     }
 
-    /// Binds the listeners, serves until `shutdown` resolves, then drains: readiness turns false
-    /// at once, listeners stop accepting, and in-flight requests get `shutdown_grace` to finish.
+    /// Binds every configured listener (codec HTTP, admin, gRPC over TCP and a Unix socket),
+    /// serves until `shutdown` resolves, then drains: readiness turns false at once, listeners
+    /// stop accepting, and in-flight requests get `shutdown_grace` to finish.
+    ///
+    /// Every listener is bound before any is served, so a bad address fails startup cleanly.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
-        let address = self.config.server.listen;
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(|error| AppError::Bind { address, error })?;
-        let local = listener.local_addr().unwrap_or(address);
+        let server = &self.config.server;
+        let codec_listener = bind(server.listen).await?;
+        let admin_listener = match server.admin_listen {
+            Some(address) => Some(bind(address).await?),
+            None => None,
+        };
+        let grpc_listener = match server.grpc_listen {
+            Some(address) => Some(bind(address).await?),
+            None => None,
+        };
+        let unix_listener = match &server.grpc_unix_socket {
+            Some(path) => Some(bind_unix(path)?),
+            None => None,
+        };
+
+        let (health, health_service) = tonic_health::server::health_reporter();
         self.readiness.check(&self.keyring).await;
-        self.readiness
-            .spawn_checker(Arc::clone(&self.keyring), Duration::from_secs(5));
+        report_health(&health, self.readiness.is_ready()).await;
         if let Some(reason) = self.readiness.reason() {
             tracing::warn!(%reason, "not ready yet");
         }
-        tracing::info!(address = %local, "codec server listening");
+        self.spawn_background(health.clone());
 
         let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
         let readiness = Arc::clone(&self.readiness);
-        let grace = self.config.server.shutdown_grace;
+        let grace = server.shutdown_grace;
         tokio::spawn(async move {
             shutdown.await;
             tracing::info!(grace = ?grace, "shutdown requested: draining");
             readiness.start_draining();
+            report_health(&health, false).await;
             let _ = drain_tx.send(true);
         });
-        let mut drain_signal = drain_rx.clone();
-        let app = router(self.state(), self.http_options());
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = drain_signal.wait_for(|draining| *draining).await;
-        });
-        let mut server = tokio::spawn(async move { server.await });
-        let mut drained = drain_rx;
-        tokio::select! {
-            result = &mut server => {
-                return match result {
-                    Ok(result) => result.map_err(AppError::Serve),
-                    Err(error) => Err(AppError::Serve(std::io::Error::other(error))),
-                };
-            }
-            _ = drained.wait_for(|draining| *draining) => {}
+        let drained = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|draining| *draining).await;
+        };
+
+        let mut tasks: Vec<(&'static str, tokio::task::JoinHandle<std::io::Result<()>>)> =
+            Vec::new();
+        log_listening("codec http", &codec_listener);
+        let codec_app = router(self.state(), self.http_options());
+        let signal = drained(drain_rx.clone());
+        tasks.push((
+            "codec http",
+            tokio::spawn(async move {
+                axum::serve(codec_listener, codec_app)
+                    .with_graceful_shutdown(signal)
+                    .await
+            }),
+        ));
+        if let Some(listener) = admin_listener {
+            log_listening("admin", &listener);
+            let admin_app = crate::server::admin::router(self.state());
+            let signal = drained(drain_rx.clone());
+            tasks.push((
+                "admin",
+                tokio::spawn(async move {
+                    axum::serve(listener, admin_app)
+                        .with_graceful_shutdown(signal)
+                        .await
+                }),
+            ));
         }
-        match tokio::time::timeout(grace, &mut server).await {
-            Ok(Ok(result)) => result.map_err(AppError::Serve),
-            Ok(Err(error)) => Err(AppError::Serve(std::io::Error::other(error))),
+        let max_message = self.config.server.body_limit_bytes;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|error| AppError::Serve(std::io::Error::other(error)))?;
+        let grpc_router = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(grpc::service(self.state(), max_message));
+        if let Some(listener) = grpc_listener {
+            log_listening("grpc", &listener);
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let router = grpc_router.clone();
+            let signal = drained(drain_rx.clone());
+            tasks.push((
+                "grpc",
+                tokio::spawn(async move {
+                    router
+                        .serve_with_incoming_shutdown(incoming, signal)
+                        .await
+                        .map_err(std::io::Error::other)
+                }),
+            ));
+        }
+        if let Some((path, listener)) = unix_listener {
+            tracing::info!(path = %path.display(), "grpc listening on unix socket");
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            let signal = drained(drain_rx.clone());
+            tasks.push((
+                "grpc unix",
+                tokio::spawn(async move {
+                    let result = grpc_router
+                        .serve_with_incoming_shutdown(incoming, signal)
+                        .await
+                        .map_err(std::io::Error::other);
+                    let _ = std::fs::remove_file(&path);
+                    result
+                }),
+            ));
+        }
+
+        // Until shutdown, any listener ending is a failure; after it, wait up to the grace period.
+        let draining_now = drain_rx.clone();
+        let mut draining = drain_rx;
+        let (names, handles): (Vec<_>, Vec<_>) = tasks.into_iter().unzip();
+        let mut all = futures_util::future::select_all(handles);
+        let remaining = tokio::select! {
+            (result, index, remaining) = &mut all => {
+                // A listener that finishes while draining has simply drained first.
+                if !*draining_now.borrow() {
+                    let name = names.get(index).copied().unwrap_or("listener");
+                    return Err(AppError::Serve(std::io::Error::other(format!(
+                        "{name} listener stopped: {}",
+                        match result {
+                            Ok(Ok(())) => "unexpectedly".to_owned(),
+                            Ok(Err(error)) => error.to_string(),
+                            Err(error) => error.to_string(),
+                        }
+                    ))));
+                }
+                remaining
+            }
+            _ = draining.wait_for(|draining| *draining) => all.into_inner(),
+        };
+        let finish = futures_util::future::join_all(remaining);
+        match tokio::time::timeout(grace, finish).await {
+            Ok(results) => {
+                for result in results {
+                    if let Ok(Err(error)) = result {
+                        tracing::warn!(%error, "listener ended with an error while draining");
+                    }
+                }
+                tracing::info!("drained: exiting");
+                Ok(())
+            }
             Err(_) => {
                 tracing::warn!("shutdown grace period over: exiting with requests still in flight");
-                server.abort();
                 Ok(())
             }
         }
     }
+
+    /// Readiness checks (which also drive the gRPC health status) and the expired-key sweeper.
+    fn spawn_background(&self, health: tonic_health::server::HealthReporter) {
+        let readiness = Arc::clone(&self.readiness);
+        let keyring = Arc::clone(&self.keyring);
+        let metrics = Arc::clone(&self.metrics);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(READINESS_INTERVAL);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                readiness.check(&keyring).await;
+                let ready = readiness.is_ready();
+                metrics.set_ready(ready);
+                report_health(&health, ready).await;
+                let retired = keyring.retire_expired();
+                if retired > 0 {
+                    tracing::info!(retired, "dropped data keys past their maximum age");
+                }
+            }
+        });
+    }
+}
+
+/// How often readiness is re-checked and expired data keys are swept.
+const READINESS_INTERVAL: Duration = Duration::from_secs(5);
+
+async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener, AppError> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| AppError::Bind { address, error })
+}
+
+/// Binds a Unix socket, replacing a stale socket file left by an earlier process (but never a
+/// regular file). The socket is made accessible to the pod's other containers (mode 0660).
+fn bind_unix(
+    path: &std::path::Path,
+) -> Result<(std::path::PathBuf, tokio::net::UnixListener), AppError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let fail = |error| AppError::BindUnix {
+        path: path.to_path_buf(),
+        error,
+    };
+    if let Ok(metadata) = std::fs::symlink_metadata(path) {
+        if metadata.file_type().is_socket() {
+            std::fs::remove_file(path).map_err(fail)?;
+        } else {
+            return Err(fail(std::io::Error::other("exists and is not a socket")));
+        }
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(fail)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(fail)?;
+    Ok((path.to_path_buf(), listener))
+}
+
+fn log_listening(name: &'static str, listener: &tokio::net::TcpListener) {
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, "{name} listening");
+    }
+}
+
+async fn report_health(health: &tonic_health::server::HealthReporter, ready: bool) {
+    let status = if ready {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    health.set_service_status("", status).await;
+    health.set_service_status(grpc::SERVICE_NAME, status).await;
 }

@@ -21,6 +21,8 @@ use crate::secret::Credential;
 
 /// Where the codec listens when nothing else is configured.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8089";
+/// The admin listener's default port (metrics, health, admin API), on loopback.
+pub const DEFAULT_ADMIN_PORT: u16 = 9464;
 /// The key name of the embedded development keyring.
 pub const DEV_KEY: &str = "dev";
 /// The provider name of the embedded development keyring.
@@ -93,8 +95,12 @@ pub struct CorsConfig {
 pub struct ServerConfig {
     /// The codec HTTP listener.
     pub listen: SocketAddr,
-    /// The admin listener (metrics, health, admin API), if any.
+    /// The admin listener (metrics, health, admin API); `None` turns it off.
     pub admin_listen: Option<SocketAddr>,
+    /// The gRPC codec listener (TCP), if any.
+    pub grpc_listen: Option<SocketAddr>,
+    /// The gRPC codec listener on a Unix domain socket, if any (a sidecar's pod-shared volume).
+    pub grpc_unix_socket: Option<PathBuf>,
     /// Largest request body in bytes.
     pub body_limit_bytes: usize,
     /// Take the namespace from the path segment before `encode`/`decode` when `X-Namespace` is
@@ -336,6 +342,16 @@ impl Config {
     pub fn set_listen(&mut self, listen: SocketAddr) {
         self.server.listen = listen;
     }
+
+    /// Overrides the admin listener (`--admin-listen`).
+    pub fn set_admin_listen(&mut self, listen: Option<SocketAddr>) {
+        self.server.admin_listen = listen;
+    }
+
+    /// Overrides the gRPC listener (`--grpc-listen`).
+    pub fn set_grpc_listen(&mut self, listen: Option<SocketAddr>) {
+        self.server.grpc_listen = listen;
+    }
 }
 
 /// The defaults every field starts from.
@@ -343,7 +359,9 @@ fn base() -> Config {
     Config {
         server: ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8089)),
-            admin_listen: None,
+            admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT))),
+            grpc_listen: None,
+            grpc_unix_socket: None,
             body_limit_bytes: 64 << 20,
             namespace_from_path: true,
             request_timeout: Duration::from_secs(30),
@@ -843,8 +861,27 @@ fn parse_server(
     if let Some(listen) = fields.socket("listen", problems) {
         server.listen = listen;
     }
-    if let Some(listen) = fields.socket("admin_listen", problems) {
-        server.admin_listen = Some(listen);
+    match fields.raw("admin_listen") {
+        // `admin_listen = ""` (or "off") turns the admin listener off.
+        Some(toml::Value::String(text)) if text.is_empty() || text == "off" => {
+            server.admin_listen = None
+        }
+        Some(_) => {
+            server.admin_listen = fields
+                .socket("admin_listen", problems)
+                .or(server.admin_listen)
+        }
+        None => {}
+    }
+    if let Some(listen) = fields.socket("grpc_listen", problems) {
+        server.grpc_listen = Some(listen);
+    }
+    if let Some(path) = fields.string("grpc_unix_socket", problems) {
+        if path.is_empty() {
+            fields.problem(problems, "grpc_unix_socket", "must not be empty");
+        } else {
+            server.grpc_unix_socket = Some(PathBuf::from(path));
+        }
     }
     if let Some(limit) = fields.unsigned("body_limit_bytes", problems) {
         if limit < 1024 {

@@ -60,9 +60,19 @@ enum LogFormat {
 enum Command {
     /// Run the codec server.
     Serve {
-        /// Codec listener address (overrides server.listen).
+        /// Codec HTTP listener address (overrides server.listen).
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
+        /// Admin listener for /metrics, /healthz, /readyz (overrides server.admin_listen;
+        /// `off` turns it off).
+        #[arg(long, value_name = "ADDR|off")]
+        admin_listen: Option<String>,
+        /// gRPC codec listener address (overrides server.grpc_listen).
+        #[arg(long, value_name = "ADDR")]
+        grpc_listen: Option<std::net::SocketAddr>,
+        /// gRPC codec listener on a Unix domain socket (overrides server.grpc_unix_socket).
+        #[arg(long, value_name = "PATH")]
+        grpc_unix_socket: Option<PathBuf>,
     },
     /// Configuration helpers.
     #[command(subcommand)]
@@ -171,10 +181,33 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Serve { listen } => {
+        Command::Serve {
+            listen,
+            admin_listen,
+            grpc_listen,
+            grpc_unix_socket,
+        } => {
             let mut config = load_config(&cli.global)?;
             if let Some(listen) = listen {
                 config.set_listen(listen);
+            }
+            match admin_listen.as_deref() {
+                None => {}
+                Some("off") => config.set_admin_listen(None),
+                Some(text) => {
+                    let address = text.parse().map_err(|_| {
+                        Failure::usage(format!(
+                            "--admin-listen {text:?}: expected ADDR:PORT or off"
+                        ))
+                    })?;
+                    config.set_admin_listen(Some(address));
+                }
+            }
+            if let Some(listen) = grpc_listen {
+                config.set_grpc_listen(Some(listen));
+            }
+            if let Some(path) = grpc_unix_socket {
+                config.server.grpc_unix_socket = Some(path);
             }
             if config.embedded_default {
                 tracing::warn!(

@@ -14,7 +14,7 @@
 //! browser shows the UI the real status instead of a network error.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
@@ -26,6 +26,7 @@ use super::AppState;
 use super::error::http_status;
 use crate::codec::{CodecError, ErrorClass, NamespaceCheck};
 use crate::config::{CorsConfig, valid_namespace};
+use crate::metrics::{Op, Transport};
 use crate::payload;
 
 /// The header the CLI and the Web UI name the namespace in.
@@ -49,6 +50,25 @@ pub struct HttpOptions {
 struct Http {
     state: AppState,
     options: HttpOptions,
+}
+
+/// What one codec request produced, for the response and the metrics.
+struct Outcome {
+    response: Response,
+    result: Result<(), ErrorClass>,
+    payloads: usize,
+    bytes: usize,
+}
+
+impl Outcome {
+    fn refused(response: Response, class: ErrorClass) -> Self {
+        Self {
+            response,
+            result: Err(class),
+            payloads: 0,
+            bytes: 0,
+        }
+    }
 }
 
 /// The codec router. Every route is handled by one function so that path matching follows the
@@ -235,9 +255,28 @@ impl Http {
         if request.method() != Method::POST {
             return method_not_allowed("POST, OPTIONS");
         }
+        let started = Instant::now();
+        let outcome = self.codec(operation, prefix, request).await;
+        let op = match operation {
+            Operation::Encode => Op::Encode,
+            Operation::Decode => Op::Decode,
+        };
+        self.state.metrics.observe(
+            Transport::Http,
+            op,
+            outcome.result,
+            outcome.payloads,
+            outcome.bytes,
+            started.elapsed(),
+        );
+        outcome.response
+    }
+
+    /// Serves one encode or decode: namespace, body, parse, codec, answer.
+    async fn codec(&self, operation: Operation, prefix: &str, request: Request) -> Outcome {
         let namespace = match self.namespace(request.headers(), prefix) {
             Ok(namespace) => namespace,
-            Err(response) => return *response,
+            Err(response) => return Outcome::refused(*response, ErrorClass::InvalidInput),
         };
         let limit = self.options.body_limit_bytes;
         let declared = request
@@ -246,7 +285,7 @@ impl Http {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse::<u64>().ok());
         if declared.is_some_and(|length| length > limit as u64) {
-            return too_large(limit);
+            return Outcome::refused(too_large(limit), ErrorClass::TooLarge);
         }
         let body = match to_bytes(request.into_body(), limit).await {
             Ok(body) => body,
@@ -254,12 +293,15 @@ impl Http {
                 let too_big = std::error::Error::source(&error)
                     .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
                 return if too_big {
-                    too_large(limit)
+                    Outcome::refused(too_large(limit), ErrorClass::TooLarge)
                 } else {
-                    error_response(
-                        StatusCode::BAD_REQUEST,
-                        "bad_body",
-                        "could not read the request body",
+                    Outcome::refused(
+                        error_response(
+                            StatusCode::BAD_REQUEST,
+                            "bad_body",
+                            "could not read the request body",
+                        ),
+                        ErrorClass::InvalidInput,
                     )
                 };
             }
@@ -267,14 +309,19 @@ impl Http {
         let payloads = match payload::from_json(&body) {
             Ok(payloads) => payloads,
             Err(error) => {
-                return error_response(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_json",
-                    &format!("body is not a valid Payloads JSON document: {error}"),
+                return Outcome::refused(
+                    error_response(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_json",
+                        &format!("body is not a valid Payloads JSON document: {error}"),
+                    ),
+                    ErrorClass::InvalidInput,
                 );
             }
         };
         drop(body);
+        let count = payloads.len();
+        let bytes = payloads.iter().map(payload::Payload::size).sum();
         let codec = &self.state.codec;
         let work = async {
             match operation {
@@ -289,11 +336,16 @@ impl Http {
         let result = match tokio::time::timeout(self.options.request_timeout, work).await {
             Ok(result) => result,
             Err(_) => {
-                return error_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "timeout",
-                    "the request took longer than the configured request timeout",
-                );
+                return Outcome {
+                    response: error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "timeout",
+                        "the request took longer than the configured request timeout",
+                    ),
+                    result: Err(ErrorClass::Unavailable),
+                    payloads: count,
+                    bytes,
+                };
             }
         };
         match result {
@@ -305,9 +357,19 @@ impl Http {
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
                 );
-                response
+                Outcome {
+                    response,
+                    result: Ok(()),
+                    payloads: count,
+                    bytes,
+                }
             }
-            Err(error) => codec_error_response(operation, &namespace, &error),
+            Err(error) => Outcome {
+                response: codec_error_response(operation, &namespace, &error),
+                result: Err(error.class()),
+                payloads: count,
+                bytes,
+            },
         }
     }
 

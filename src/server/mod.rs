@@ -3,7 +3,9 @@
 //! Transports parse requests, call [`crate::codec::Codec`] and map its errors through the one
 //! table in [`error`]. They never call key providers directly.
 
+pub mod admin;
 pub mod error;
+pub mod grpc;
 pub mod http;
 
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 use crate::codec::Codec;
 use crate::keyring::Keyring;
+use crate::metrics::Metrics;
 
 /// Readiness: ready when the key providers answered their last health check and the process is
 /// not draining. Liveness never depends on it.
@@ -89,4 +92,6 @@ pub struct AppState {
     pub codec: Arc<Codec>,
     /// Readiness.
     pub readiness: Arc<Readiness>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
 }

@@ -722,6 +722,7 @@ pub struct Kmscodec {
 /// What [`Kmscodec`] starts, kept for [`Kmscodec::restart`].
 struct KmscodecLaunch {
     port: u16,
+    admin_port: u16,
     home: PathBuf,
     data_dir: PathBuf,
     config_path: Option<PathBuf>,
@@ -734,6 +735,7 @@ impl KmscodecLaunch {
         let mut cmd = hermetic_command(kmscodec_bin(), &self.home);
         cmd.arg("serve")
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--admin-listen", &format!("127.0.0.1:{}", self.admin_port)])
             .arg("--data-dir")
             .arg(&self.data_dir);
         if let Some(path) = &self.config_path {
@@ -795,6 +797,7 @@ impl Kmscodec {
         });
         let launch = KmscodecLaunch {
             port: free_port(),
+            admin_port: free_port(),
             home: dir.path().join("home"),
             data_dir,
             config_path,
@@ -831,6 +834,11 @@ impl Kmscodec {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`): `http://127.0.0.1:ADMIN_PORT`.
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.launch.admin_port)
     }
 
     /// The `--data-dir` (mode 0700, inside the fixture's temp dir).
