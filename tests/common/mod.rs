@@ -77,9 +77,20 @@ pub fn kmscodec_bin() -> PathBuf {
 }
 
 /// A port that was free a moment ago on 127.0.0.1 (bind to port 0, read it, drop the socket).
+///
+/// Never returns the same port twice in one test process: the probe socket is closed before the
+/// caller binds, so the kernel could otherwise hand the same port to two callers.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local_addr").port();
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// A fresh temp dir, panicking on failure.
@@ -711,6 +722,11 @@ impl Moto {
 // ---------------------------------------------------------------------------------------------
 // kmscodec itself
 
+/// Two distinct free loopback ports.
+fn two_free_ports() -> (u16, u16) {
+    (free_port(), free_port())
+}
+
 /// `kmscodec serve --listen 127.0.0.1:PORT --data-dir DIR [--config FILE] [extra args]`.
 pub struct Kmscodec {
     pub guard: ChildGuard,
@@ -795,9 +811,10 @@ impl Kmscodec {
             fs::write(&path, toml).expect("write config file");
             path
         });
-        let launch = KmscodecLaunch {
-            port: free_port(),
-            admin_port: free_port(),
+        let (port, admin_port) = two_free_ports();
+        let mut launch = KmscodecLaunch {
+            port,
+            admin_port,
             home: dir.path().join("home"),
             data_dir,
             config_path,
@@ -807,7 +824,41 @@ impl Kmscodec {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         };
-        let guard = launch.spawn(dir.path());
+        // free_port() can race with another process taking the port before kmscodec binds it:
+        // when kmscodec exits saying it cannot listen, try again with fresh ports.
+        let mut attempts = 0;
+        let guard = loop {
+            attempts += 1;
+            let mut guard = ChildGuard::spawn("kmscodec", launch.command(), dir.path());
+            let deadline = Instant::now() + READY_TIMEOUT;
+            let outcome = loop {
+                if port_open(launch.port) {
+                    break Ok(());
+                }
+                if let Some(status) = guard.try_exit() {
+                    break Err(status);
+                }
+                if Instant::now() > deadline {
+                    panic!(
+                        "kmscodec did not listen within {READY_TIMEOUT:?}\n{}",
+                        guard.log_tail(40)
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            match outcome {
+                Ok(()) => break guard,
+                Err(_) if attempts < 4 && guard.log().contains("cannot listen on") => {
+                    let (port, admin_port) = two_free_ports();
+                    launch.port = port;
+                    launch.admin_port = admin_port;
+                }
+                Err(status) => panic!(
+                    "kmscodec exited ({status}) before listening\n{}",
+                    guard.log_tail(40)
+                ),
+            }
+        };
         Kmscodec {
             guard,
             port: launch.port,
