@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use common::{HttpResponse, Kmscodec, Moto, http_request};
+use common::{Kmscodec, Moto, b64, codec_post, http_request, json_document, json_of, unb64};
 use kmscodec::envelope;
 use kmscodec::keys::aws_kms::{self, AwsKms, AwsKmsOptions};
 use kmscodec::keys::{KeyProvider, ProviderError};
@@ -35,53 +35,18 @@ const SLACK: Duration = Duration::from_millis(700);
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-fn b64(bytes: &[u8]) -> String {
-    base64_simd::STANDARD.encode_to_string(bytes)
-}
-
-fn unb64(value: &Value) -> Vec<u8> {
-    base64_simd::STANDARD
-        .decode_to_vec(value.as_str().unwrap())
-        .unwrap()
-}
-
-fn document(text: &str) -> Value {
-    json!({"payloads": [{
-        "metadata": {"encoding": b64(b"json/plain")},
-        "data": b64(format!("{text:?}").as_bytes()),
-    }]})
-}
-
-fn post(k: &Kmscodec, op: &str, namespace: &str, body: &Value) -> HttpResponse {
-    http_request(
-        "POST",
-        &format!("{}/{op}", k.url()),
-        &[
-            ("Content-Type", "application/json"),
-            ("X-Namespace", namespace),
-        ],
-        body.to_string().as_bytes(),
-    )
-    .unwrap_or_else(|e| panic!("POST /{op}: {e}"))
-}
-
-fn json_of(response: &HttpResponse) -> Value {
-    serde_json::from_slice(&response.body)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", response.text()))
-}
-
 /// Encodes one payload, asserting 200; returns the sealed document.
 fn encode(k: &Kmscodec, namespace: &str, text: &str) -> Value {
-    let response = post(k, "encode", namespace, &document(text));
+    let response = codec_post(k, "encode", namespace, &json_document(text));
     assert_eq!(response.status, 200, "encode: {}", response.text());
     json_of(&response)
 }
 
 /// Decodes `sealed`, asserting 200 and that it opens to `text`.
 fn decode_ok(k: &Kmscodec, namespace: &str, sealed: &Value, text: &str) {
-    let response = post(k, "decode", namespace, sealed);
+    let response = codec_post(k, "decode", namespace, sealed);
     assert_eq!(response.status, 200, "decode: {}", response.text());
-    assert_eq!(json_of(&response), document(text));
+    assert_eq!(json_of(&response), json_document(text));
 }
 
 /// The KEK reference and wrapped key in a sealed payload's header.
@@ -321,13 +286,13 @@ fn two_namespaces_two_keys_round_trip_and_stay_apart() {
     decode_ok(&k, "beta", &beta, "for beta");
 
     // A namespace whose alias does not exist: KMS NotFoundException, 404.
-    let response = post(&k, "encode", "gamma", &document("nobody"));
+    let response = codec_post(&k, "encode", "gamma", &json_document("nobody"));
     assert_eq!(response.status, 404, "{}", response.text());
     assert_eq!(json_of(&response)["code"], "key_not_found");
 
     // Our header check refuses first.
     for (sealed, other) in [(&alpha, "beta"), (&beta, "alpha")] {
-        let response = post(&k, "decode", other, sealed);
+        let response = codec_post(&k, "decode", other, sealed);
         assert_eq!(response.status, 400, "{}", response.text());
         assert_eq!(json_of(&response)["code"], "undecryptable_payload");
     }
@@ -486,7 +451,7 @@ fn kms_outage_gives_503_within_the_timeout_while_cached_keys_work() {
     decode_ok(&k, "alpha", &again, "still sealing");
 
     let started = Instant::now();
-    let response = post(&k, "decode", "beta", &cold);
+    let response = codec_post(&k, "decode", "beta", &cold);
     let elapsed = started.elapsed();
     eprintln!(
         "decode needing Decrypt with KMS down: {} after {elapsed:?}",
@@ -498,7 +463,7 @@ fn kms_outage_gives_503_within_the_timeout_while_cached_keys_work() {
 
     // A namespace without a data key yet cannot mint one: 503 too, within the same bound.
     let started = Instant::now();
-    let response = post(&k, "encode", "gamma", &document("new"));
+    let response = codec_post(&k, "encode", "gamma", &json_document("new"));
     let elapsed = started.elapsed();
     eprintln!(
         "encode needing GenerateDataKey with KMS down: {} after {elapsed:?}",
@@ -627,7 +592,7 @@ fn throttled_kms_gives_503_through_the_codec() {
         ],
     );
     let started = Instant::now();
-    let response = post(&k, "encode", "alpha", &document("x"));
+    let response = codec_post(&k, "encode", "alpha", &json_document("x"));
     let elapsed = started.elapsed();
     eprintln!(
         "encode with KMS throttling: {} after {elapsed:?}",
@@ -785,6 +750,6 @@ fn a_missing_region_is_a_clear_readiness_error() {
         },
     );
     eprintln!("readiness without a region: {last:?}");
-    let response = post(&k, "encode", "alpha", &document("x"));
+    let response = codec_post(&k, "encode", "alpha", &json_document("x"));
     assert_eq!(response.status, 500, "{}", response.text());
 }

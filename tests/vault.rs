@@ -18,8 +18,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use common::{
-    BAO_ROOT_TOKEN, ChildGuard, HttpResponse, Kmscodec, OpenBao, READY_TIMEOUT, free_port,
-    hermetic_command, http_request, port_open, repo_root, temp_dir, tool, wait_for,
+    BAO_ROOT_TOKEN, ChildGuard, HttpResponse, Kmscodec, OpenBao, READY_TIMEOUT, b64, codec_post,
+    free_port, hermetic_command, http_request, json_document, json_of, port_open, repo_root,
+    temp_dir, tool, unb64, wait_for,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -206,53 +207,18 @@ impl PersistentBao {
 // ---------------------------------------------------------------------------------------------
 // kmscodec helpers
 
-fn b64(bytes: &[u8]) -> String {
-    base64_simd::STANDARD.encode_to_string(bytes)
-}
-
-fn unb64(value: &Value) -> Vec<u8> {
-    base64_simd::STANDARD
-        .decode_to_vec(value.as_str().unwrap())
-        .unwrap()
-}
-
-fn document(text: &str) -> Value {
-    json!({"payloads": [{
-        "metadata": {"encoding": b64(b"json/plain")},
-        "data": b64(format!("{text:?}").as_bytes()),
-    }]})
-}
-
-/// POSTs `body` to kmscodec's `/encode` or `/decode` for `namespace`.
-fn codec(k: &Kmscodec, op: &str, namespace: &str, body: &Value) -> HttpResponse {
-    http_request(
-        "POST",
-        &format!("{}/{op}", k.url()),
-        &[
-            ("Content-Type", "application/json"),
-            ("X-Namespace", namespace),
-        ],
-        body.to_string().as_bytes(),
-    )
-    .unwrap()
-}
-
-fn json_of(reply: &HttpResponse) -> Value {
-    serde_json::from_slice(&reply.body).unwrap_or_else(|e| panic!("{e}: {}", reply.text()))
-}
-
 /// Encodes `text` for `namespace`; panics unless 200. Returns the sealed document.
 fn encode_ok(k: &Kmscodec, namespace: &str, text: &str) -> Value {
-    let reply = codec(k, "encode", namespace, &document(text));
+    let reply = codec_post(k, "encode", namespace, &json_document(text));
     assert_eq!(reply.status, 200, "encode {namespace}: {}", reply.text());
     json_of(&reply)
 }
 
 /// Decodes `sealed` for `namespace`; panics unless 200 and the payload is `text` again.
 fn decode_ok(k: &Kmscodec, namespace: &str, sealed: &Value, text: &str) {
-    let reply = codec(k, "decode", namespace, sealed);
+    let reply = codec_post(k, "decode", namespace, sealed);
     assert_eq!(reply.status, 200, "decode {namespace}: {}", reply.text());
-    assert_eq!(json_of(&reply), document(text));
+    assert_eq!(json_of(&reply), json_document(text));
 }
 
 /// The `encryption-key-id` of the first sealed payload (`vault:<key>:v<N>`).
@@ -338,11 +304,11 @@ fn sidecar_policy_token_round_trips_and_is_denied_everything_else() {
     decode_ok(&k, "alpha", &alpha, "for alpha");
     decode_ok(&k, "beta", &beta, "for beta");
     for (namespace, sealed) in [("beta", &alpha), ("alpha", &beta)] {
-        let reply = codec(&k, "decode", namespace, sealed);
+        let reply = codec_post(&k, "decode", namespace, sealed);
         assert_eq!(reply.status, 400, "{}", reply.text());
     }
     // other-x is outside kmscodec-*: OpenBao refuses the datakey call, kmscodec answers 403.
-    let reply = codec(&k, "encode", "gamma", &document("x"));
+    let reply = codec_post(&k, "encode", "gamma", &json_document("x"));
     assert_eq!(reply.status, 403, "{}", reply.text());
     assert!(!k.guard.log().contains(&token), "the token reached the log");
 
@@ -593,7 +559,7 @@ fn approle_login_and_login_again_after_revocation() {
         body.contains("approle login at auth/approle/login failed: invalid role or secret ID"),
         "{body}"
     );
-    let reply = codec(&k_bad, "encode", "alpha", &document("x"));
+    let reply = codec_post(&k_bad, "encode", "alpha", &json_document("x"));
     assert_eq!(reply.status, 403, "{}", reply.text());
 }
 
@@ -874,7 +840,7 @@ fn outage_keeps_cached_keys_working_and_recovers() {
     decode_ok(&k, "alpha", &cached, "cached");
     let during = encode_ok(&k, "alpha", "sealed during the outage");
     decode_ok(&k, "alpha", &during, "sealed during the outage");
-    let reply = codec(&k, "decode", "alpha", &never_seen);
+    let reply = codec_post(&k, "decode", "alpha", &never_seen);
     assert_eq!(reply.status, 503, "{}", reply.text());
     wait_for("readiness to turn 503", Duration::from_secs(12), || {
         readyz(&k).0 == 503
@@ -946,7 +912,7 @@ fn kek_rotation_moves_new_data_keys_to_the_new_version() {
         "min_decryption_version=2",
     ]);
     k.restart();
-    let reply = codec(&k, "decode", "alpha", &old[0]);
+    let reply = codec_post(&k, "decode", "alpha", &old[0]);
     assert_eq!(reply.status, 403, "{}", reply.text());
     decode_ok(&k, "alpha", &new, "new");
 }

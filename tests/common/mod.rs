@@ -951,3 +951,51 @@ pub fn python_workflow(
         None => Err(format!("no {{\"result\": ...}} line\n{}", out.both())),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Codec request helpers shared by the provider tests
+
+/// Standard base64.
+pub fn b64(bytes: &[u8]) -> String {
+    base64_simd::STANDARD.encode_to_string(bytes)
+}
+
+/// Decodes a JSON string of standard base64.
+pub fn unb64(value: &serde_json::Value) -> Vec<u8> {
+    base64_simd::STANDARD
+        .decode_to_vec(value.as_str().expect("a base64 string"))
+        .expect("valid base64")
+}
+
+/// A Payloads document with one `json/plain` payload holding `text` as a JSON string.
+pub fn json_document(text: &str) -> serde_json::Value {
+    serde_json::json!({"payloads": [{
+        "metadata": {"encoding": b64(b"json/plain")},
+        "data": b64(format!("{text:?}").as_bytes()),
+    }]})
+}
+
+/// POSTs `body` to kmscodec's `/encode` or `/decode` for `namespace`.
+pub fn codec_post(
+    k: &Kmscodec,
+    op: &str,
+    namespace: &str,
+    body: &serde_json::Value,
+) -> HttpResponse {
+    http_request(
+        "POST",
+        &format!("{}/{op}", k.url()),
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Namespace", namespace),
+        ],
+        body.to_string().as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("POST /{op}: {e}"))
+}
+
+/// The body of a response, as JSON.
+pub fn json_of(response: &HttpResponse) -> serde_json::Value {
+    serde_json::from_slice(&response.body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", response.text()))
+}
