@@ -93,6 +93,38 @@ pub fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
     engine.decode_to_vec(text).ok()
 }
 
+/// Where in the document a value sits, for error messages. Built for free on the hot path and
+/// formatted only when an error is reported.
+#[derive(Clone, Copy)]
+enum FieldPath<'a> {
+    /// `payloads[i].<field>`
+    Field { index: usize, field: &'static str },
+    /// `payloads[i].metadata.<key>`
+    MetadataKey { index: usize, key: &'a str },
+    /// `payloads[i].externalPayloads[j]` and, with `size`, `….sizeBytes`
+    External {
+        index: usize,
+        item: usize,
+        size: bool,
+    },
+}
+
+impl fmt::Display for FieldPath<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Field { index, field } => write!(f, "payloads[{index}].{field}"),
+            Self::MetadataKey { index, key } => write!(f, "payloads[{index}].metadata.{key}"),
+            Self::External { index, item, size } => {
+                write!(f, "payloads[{index}].externalPayloads[{item}]")?;
+                if *size {
+                    f.write_str(".sizeBytes")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 struct PayloadsSeed;
 
 impl<'de> DeserializeSeed<'de> for PayloadsSeed {
@@ -235,21 +267,22 @@ impl<'de> Visitor<'de> for PayloadSeed {
             }
             match slot {
                 0 => {
-                    let field = format!("payloads[{index}].metadata");
                     payload.metadata = map
-                        .next_value_seed(Nullable(MetadataSeed { field: &field }))?
+                        .next_value_seed(Nullable(MetadataSeed { index }))?
                         .unwrap_or_default();
                 }
                 1 => {
-                    let field = format!("payloads[{index}].data");
+                    let field = FieldPath::Field {
+                        index,
+                        field: "data",
+                    };
                     payload.data = map
-                        .next_value_seed(Nullable(Base64Seed { field: &field }))?
+                        .next_value_seed(Nullable(Base64Seed { field }))?
                         .unwrap_or_default();
                 }
                 _ => {
-                    let field = format!("payloads[{index}].externalPayloads");
                     payload.external_payloads = map
-                        .next_value_seed(Nullable(ExternalListSeed { field: &field }))?
+                        .next_value_seed(Nullable(ExternalListSeed { index }))?
                         .unwrap_or_default();
                 }
             }
@@ -258,11 +291,11 @@ impl<'de> Visitor<'de> for PayloadSeed {
     }
 }
 
-struct MetadataSeed<'f> {
-    field: &'f str,
+struct MetadataSeed {
+    index: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for MetadataSeed<'_> {
+impl<'de> DeserializeSeed<'de> for MetadataSeed {
     type Value = BTreeMap<String, Vec<u8>>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
@@ -270,30 +303,38 @@ impl<'de> DeserializeSeed<'de> for MetadataSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for MetadataSeed<'_> {
+impl<'de> Visitor<'de> for MetadataSeed {
     type Value = BTreeMap<String, Vec<u8>>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} as an object of base64 strings", self.field)
+        write!(
+            f,
+            "payloads[{}].metadata as an object of base64 strings",
+            self.index
+        )
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut metadata = BTreeMap::new();
         while let Some(key) = map.next_key::<FieldName>()? {
-            let field = format!("{}.{}", self.field, key.0);
+            let field = FieldPath::MetadataKey {
+                index: self.index,
+                key: &key.0,
+            };
             let value = map
-                .next_value_seed(Nullable(Base64Seed { field: &field }))?
+                .next_value_seed(Nullable(Base64Seed { field }))?
                 .unwrap_or_default();
-            if metadata.insert(key.0, value).is_some() {
+            if metadata.contains_key(&key.0) {
                 return Err(de::Error::custom(format_args!("{field}: duplicate key")));
             }
+            metadata.insert(key.0, value);
         }
         Ok(metadata)
     }
 }
 
 struct Base64Seed<'f> {
-    field: &'f str,
+    field: FieldPath<'f>,
 }
 
 impl<'de> DeserializeSeed<'de> for Base64Seed<'_> {
@@ -317,11 +358,11 @@ impl<'de> Visitor<'de> for Base64Seed<'_> {
     }
 }
 
-struct ExternalListSeed<'f> {
-    field: &'f str,
+struct ExternalListSeed {
+    index: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for ExternalListSeed<'_> {
+impl<'de> DeserializeSeed<'de> for ExternalListSeed {
     type Value = Vec<ExternalPayloadDetails>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
@@ -329,18 +370,22 @@ impl<'de> DeserializeSeed<'de> for ExternalListSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for ExternalListSeed<'_> {
+impl<'de> Visitor<'de> for ExternalListSeed {
     type Value = Vec<ExternalPayloadDetails>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} as an array", self.field)
+        write!(f, "payloads[{}].externalPayloads as an array", self.index)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut list = Vec::new();
         loop {
-            let field = format!("{}[{}]", self.field, list.len());
-            match seq.next_element_seed(ExternalSeed { field: &field })? {
+            let field = FieldPath::External {
+                index: self.index,
+                item: list.len(),
+                size: false,
+            };
+            match seq.next_element_seed(ExternalSeed { field })? {
                 Some(details) => list.push(details),
                 None => return Ok(list),
             }
@@ -349,7 +394,7 @@ impl<'de> Visitor<'de> for ExternalListSeed<'_> {
 }
 
 struct ExternalSeed<'f> {
-    field: &'f str,
+    field: FieldPath<'f>,
 }
 
 impl<'de> DeserializeSeed<'de> for ExternalSeed<'_> {
@@ -371,9 +416,16 @@ impl<'de> Visitor<'de> for ExternalSeed<'_> {
         let mut details = ExternalPayloadDetails::default();
         while let Some(key) = map.next_key::<FieldName>()? {
             if matches!(key.0.as_str(), "sizeBytes" | "size_bytes") {
-                let field = format!("{}.sizeBytes", self.field);
+                let field = match self.field {
+                    FieldPath::External { index, item, .. } => FieldPath::External {
+                        index,
+                        item,
+                        size: true,
+                    },
+                    other => other,
+                };
                 details.size_bytes = map
-                    .next_value_seed(Nullable(Int64Seed { field: &field }))?
+                    .next_value_seed(Nullable(Int64Seed { field }))?
                     .unwrap_or_default();
             } else {
                 map.next_value::<IgnoredAny>()?;
@@ -385,7 +437,7 @@ impl<'de> Visitor<'de> for ExternalSeed<'_> {
 
 /// proto3 JSON int64: a JSON string of digits or a JSON number.
 struct Int64Seed<'f> {
-    field: &'f str,
+    field: FieldPath<'f>,
 }
 
 impl<'de> DeserializeSeed<'de> for Int64Seed<'_> {
