@@ -99,7 +99,10 @@ fn python_worker_and_typescript_client_interoperate_through_two_sidecars() {
     // One keyring file read by two kmscodec processes, as two replicas would share a KMS key.
     let keys = temp_dir("sdk-keyring");
     let keyring = keys.path().join("keyring.json");
-    let mut init = kmscodec_cmd(&keys.path().join("home"), &["keys", "init", "--key", "shared"]);
+    let mut init = kmscodec_cmd(
+        &keys.path().join("home"),
+        &["keys", "init", "--key", "shared"],
+    );
     init.arg("--keyring").arg(&keyring);
     run_ok(init, Duration::from_secs(30));
     let config = format!(
@@ -109,8 +112,10 @@ fn python_worker_and_typescript_client_interoperate_through_two_sidecars() {
     );
     let socket_dir = temp_dir("sdk-socket");
     let socket = socket_dir.path().join("codec.sock");
-    let mut worker_sidecar =
-        Kmscodec::start_with(Some(&config), &["--grpc-unix-socket", socket.to_str().unwrap()]);
+    let mut worker_sidecar = Kmscodec::start_with(
+        Some(&config),
+        &["--grpc-unix-socket", socket.to_str().unwrap()],
+    );
     let client_sidecar = Kmscodec::start_with(Some(&config), &[]);
     let typescript = TypeScriptExample::new();
     let logs = temp_dir("sdk-logs");
@@ -181,7 +186,11 @@ fn typescript_examples_typecheck() {
     let mut cmd = common::hermetic_command(tool("node"), &example.dir().join("home"));
     cmd.current_dir(example.dir()).arg(tsc).args(["-p", "."]);
     let out = run(cmd, Duration::from_secs(120));
-    assert!(out.status.success(), "tsc -p examples/typescript failed\n{}", out.both());
+    assert!(
+        out.status.success(),
+        "tsc -p examples/typescript failed\n{}",
+        out.both()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -240,7 +249,10 @@ impl Variant {
         assert_listed_by_order(temporal, &demo);
         let checks = t0.elapsed() - ready - workflow;
         let status = worker.terminate(Duration::from_secs(30));
-        assert!(status.success(), "{label}: worker exited with {status} on SIGTERM");
+        assert!(
+            status.success(),
+            "{label}: worker exited with {status} on SIGTERM"
+        );
         format!(
             "worker ready {ready:.1?}, client (start, query, signal, result) {workflow:.1?}, \
              history checks {checks:.1?}"
@@ -269,7 +281,14 @@ fn register_order_id(temporal: &Temporal) {
 
 fn show_args(workflow_id: &str) -> Vec<&str> {
     vec![
-        "workflow", "show", "-w", workflow_id, "-n", "default", "--output", "json",
+        "workflow",
+        "show",
+        "-w",
+        workflow_id,
+        "-n",
+        "default",
+        "--output",
+        "json",
     ]
 }
 
@@ -415,18 +434,20 @@ fn assert_sealed_in_history(temporal: &Temporal, demo: &DemoRun, stack_marker: &
         demo.workflow_id
     );
 
-    let failure = &event(&history, "EVENT_TYPE_ACTIVITY_TASK_FAILED")
-        ["activityTaskFailedEventAttributes"]["failure"];
+    let failure = &event(&history, "EVENT_TYPE_ACTIVITY_TASK_FAILED")["activityTaskFailedEventAttributes"]
+        ["failure"];
     assert_eq!(failure["message"], "Encoded failure", "{failure}");
     assert!(
-        failure["stackTrace"].as_str().unwrap_or_default().is_empty(),
+        failure["stackTrace"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
         "stack trace in clear: {failure}"
     );
     assert_eq!(encoding(&failure["encodedAttributes"]), ENCRYPTED);
 
-    let order = &event(&history, "EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES")
-        ["upsertWorkflowSearchAttributesEventAttributes"]["searchAttributes"]["indexedFields"]
-        ["OrderId"];
+    let order = &event(&history, "EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES")["upsertWorkflowSearchAttributesEventAttributes"]
+        ["searchAttributes"]["indexedFields"]["OrderId"];
     assert_eq!(encoding(order), "json/plain", "search attribute {order}");
     assert_eq!(data_json(order), Value::String(demo.order.clone()));
     history
@@ -460,14 +481,14 @@ fn assert_decoded_by(temporal: &Temporal, codec_url: &str, demo: &DemoRun, worke
         );
     }
 
-    let input = &event(&history, "EVENT_TYPE_WORKFLOW_EXECUTION_STARTED")
-        ["workflowExecutionStartedEventAttributes"]["input"]["payloads"][0];
+    let input = &event(&history, "EVENT_TYPE_WORKFLOW_EXECUTION_STARTED")["workflowExecutionStartedEventAttributes"]
+        ["input"]["payloads"][0];
     assert_eq!(
         data_json(input),
         serde_json::json!({"order": demo.order, "name": demo.name, "card": demo.card})
     );
-    let result = &event(&history, "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED")
-        ["workflowExecutionCompletedEventAttributes"]["result"]["payloads"][0];
+    let result = &event(&history, "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED")["workflowExecutionCompletedEventAttributes"]
+        ["result"]["payloads"][0];
     assert_eq!(
         data_json(result),
         serde_json::json!({
@@ -478,8 +499,8 @@ fn assert_decoded_by(temporal: &Temporal, codec_url: &str, demo: &DemoRun, worke
         })
     );
     let attributes = data_json(
-        &event(&history, "EVENT_TYPE_ACTIVITY_TASK_FAILED")["activityTaskFailedEventAttributes"]
-            ["failure"]["encodedAttributes"],
+        &event(&history, "EVENT_TYPE_ACTIVITY_TASK_FAILED")["activityTaskFailedEventAttributes"]["failure"]
+            ["encodedAttributes"],
     );
     assert_eq!(
         attributes["message"],

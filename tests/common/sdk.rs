@@ -230,5 +230,8 @@ pub fn assert_demo_result(output: &Value, demo: &DemoRun) {
         Value::String(format!("{greeting} Waiting for approval.")),
         "query answer: {output}"
     );
-    assert_eq!(output["workflowId"], Value::String(demo.workflow_id.clone()));
+    assert_eq!(
+        output["workflowId"],
+        Value::String(demo.workflow_id.clone())
+    );
 }
