@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 use common::sdk::{
     DemoRun, Language, TypeScriptExample, assert_demo_result, run_client, start_worker,
 };
-use common::{Kmscodec, Temporal, free_port, kmscodec_cmd, run, run_ok, temp_dir, tool, wait_for};
+use common::{
+    Kmscodec, Temporal, free_port, hermetic_command, kmscodec_cmd, repo_root, run, run_ok,
+    temp_dir, tool, wait_for,
+};
 use serde_json::Value;
 
 const ENCRYPTED: &str = "binary/encrypted";
@@ -180,10 +183,63 @@ fn python_worker_and_typescript_client_interoperate_through_two_sidecars() {
 }
 
 #[test]
+fn sdk_codecs_answer_in_milliseconds_on_every_transport() {
+    let socket_dir = temp_dir("sdk-socket");
+    let socket = socket_dir.path().join("codec.sock");
+    let grpc_port = free_port();
+    let codec = Kmscodec::start_with(
+        None,
+        &[
+            "--grpc-listen",
+            &format!("127.0.0.1:{grpc_port}"),
+            "--grpc-unix-socket",
+            socket.to_str().unwrap(),
+        ],
+    );
+    let endpoints = [
+        codec.url(),
+        format!("grpc://127.0.0.1:{grpc_port}"),
+        format!("unix://{}", socket.display()),
+    ];
+    let scripts = repo_root().join("tests/e2e");
+    let mut python = hermetic_command(tool("python"), &socket_dir.path().join("home"));
+    python
+        .arg(scripts.join("codec_latency.py"))
+        .args(["--calls", "200"])
+        .args(&endpoints);
+    let typescript = TypeScriptExample::new();
+    typescript.add_source(&scripts.join("codec_latency.ts"));
+    let mut node = typescript.command("codec_latency");
+    node.args(["--calls", "200"]).args(&endpoints);
+
+    let mut lines = 0;
+    for command in [python, node] {
+        let out = run(command, Duration::from_secs(180));
+        assert!(
+            out.status.success(),
+            "latency script failed\n{}",
+            out.both()
+        );
+        for line in out.stdout.lines() {
+            let figures: Value = serde_json::from_str(line).unwrap();
+            eprintln!("{figures}");
+            // A healthy loopback call takes about a millisecond; 40 ms is the signature of
+            // Nagle's algorithm meeting a delayed ACK (a listener without TCP_NODELAY).
+            for key in ["encode_p50_ms", "decode_p50_ms"] {
+                let p50 = figures[key].as_f64().unwrap();
+                assert!(p50 < 25.0, "{key} {p50} ms: {figures}");
+            }
+            lines += 1;
+        }
+    }
+    assert_eq!(lines, 12, "2 SDKs x 3 endpoints x 2 batch sizes");
+}
+
+#[test]
 fn typescript_examples_typecheck() {
     let example = TypeScriptExample::new();
     let tsc = common::tools_dir().join("node/node_modules/typescript/bin/tsc");
-    let mut cmd = common::hermetic_command(tool("node"), &example.dir().join("home"));
+    let mut cmd = hermetic_command(tool("node"), &example.dir().join("home"));
     cmd.current_dir(example.dir()).arg(tsc).args(["-p", "."]);
     let out = run(cmd, Duration::from_secs(120));
     assert!(

@@ -62,6 +62,12 @@ impl TypeScriptExample {
         TypeScriptExample { dir }
     }
 
+    /// Copies `file` (a test script) into the copy's `src/`, next to the example's modules.
+    pub fn add_source(&self, file: &Path) {
+        let name = file.file_name().expect("a file name");
+        fs::copy(file, self.dir.path().join("src").join(name)).expect("copy test script");
+    }
+
     /// The copy's root.
     pub fn dir(&self) -> &Path {
         self.dir.path()
