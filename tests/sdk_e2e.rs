@@ -173,6 +173,10 @@ fn python_worker_and_typescript_client_interoperate_through_two_sidecars() {
     let history = assert_sealed_in_history(&temporal, &demo, Language::Python.stack_marker());
     let failed_task = events(&history, "EVENT_TYPE_WORKFLOW_TASK_FAILED");
     assert!(!failed_task.is_empty(), "no failed workflow task recorded");
+    eprintln!(
+        "recorded workflow task failure (plain text, no payload data): {}",
+        failed_task[0]["workflowTaskFailedEventAttributes"]["failure"]["message"]
+    );
     // Both sidecars open everything: each payload carries its wrapped data key.
     assert_decoded_by(&temporal, &client_sidecar.url(), &demo, Language::Python);
     assert_decoded_by(&temporal, &worker_sidecar.url(), &demo, Language::Python);
