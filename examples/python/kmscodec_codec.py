@@ -82,9 +82,11 @@ class KmscodecHttpCodec(PayloadCodec):
         )
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        """Seals every payload (one output per input, in order); raises KmscodecCodecError."""
         return await self._call("encode", payloads)
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        """Opens payloads kmscodec sealed, passes others through; raises KmscodecCodecError."""
         return await self._call("decode", payloads)
 
     async def _call(self, op: str, payloads: Sequence[Payload]) -> list[Payload]:

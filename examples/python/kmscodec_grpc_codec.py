@@ -76,9 +76,11 @@ class KmscodecGrpcCodec(PayloadCodec):
         self._methods: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        """Seals every payload (one output per input, in order); raises KmscodecCodecError."""
         return await self._call("Encode", payloads)
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        """Opens payloads kmscodec sealed, passes others through; raises KmscodecCodecError."""
         return await self._call("Decode", payloads)
 
     async def close(self) -> None:
