@@ -265,6 +265,16 @@ pub struct Config {
     pub max_wildcard_namespaces: usize,
     /// Whether this is the embedded development default.
     pub embedded_default: bool,
+    /// The admin API (`[admin]`).
+    pub admin: AdminConfig,
+}
+
+/// The admin API's settings (`[admin]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// A file holding the bearer token the admin API requires. Without it, mutating admin
+    /// routes answer loopback callers only.
+    pub token_file: Option<PathBuf>,
 }
 
 /// Is `name` acceptable as a namespace (in config, headers and paths)?
@@ -376,6 +386,7 @@ fn base() -> Config {
         max_payload_bytes: 4 << 20,
         max_wildcard_namespaces: 1024,
         embedded_default: false,
+        admin: AdminConfig::default(),
     }
 }
 
@@ -709,6 +720,18 @@ fn parse_root(
             config.max_wildcard_namespaces = usize::try_from(max).unwrap_or(usize::MAX);
         }
         limit_fields.finish(problems);
+    }
+
+    if let Some(admin) = fields.table("admin", problems) {
+        let mut admin_fields = Fields::new("admin", Some(admin));
+        if let Some(file) = admin_fields.string("token_file", problems) {
+            if file.is_empty() {
+                admin_fields.problem(problems, "token_file", "must not be empty");
+            } else {
+                config.admin.token_file = Some(PathBuf::from(file));
+            }
+        }
+        admin_fields.finish(problems);
     }
 
     if let Some(providers) = fields.table("providers", problems) {
