@@ -827,9 +827,13 @@ impl KeyAdmin for AwsKms {
             Ok(_) => {}
             Err(error) if service_code(&error) == Some("AlreadyExistsException") => {
                 // Another `keys create` won the race: retire the key made here, keep theirs.
+                let duplicate = created
+                    .key_metadata()
+                    .map(|metadata| metadata.key_id().to_owned())
+                    .unwrap_or_else(|| arn.clone());
                 client
                     .schedule_key_deletion()
-                    .key_id(&arn)
+                    .key_id(&duplicate)
                     .pending_window_in_days(7)
                     .send()
                     .await
@@ -935,11 +939,11 @@ impl KeyAdmin for AwsKms {
             )));
         }
         let client = self.client().await?;
-        let arn = key_arn(client, key).await?;
+        let (arn, key_id) = key_ids(client, key).await?;
         let days = i32::try_from(request.pending_days).unwrap_or(30);
         let scheduled = client
             .schedule_key_deletion()
-            .key_id(&arn)
+            .key_id(&key_id)
             .pending_window_in_days(days)
             .send()
             .await
@@ -962,17 +966,17 @@ impl KeyAdmin for AwsKms {
 
     async fn cancel_shred(&self, key: &str) -> Result<Vec<String>, ProviderError> {
         let client = self.client().await?;
-        let arn = key_arn(client, key).await?;
+        let (arn, key_id) = key_ids(client, key).await?;
         client
             .cancel_key_deletion()
-            .key_id(&arn)
+            .key_id(&key_id)
             .send()
             .await
             .map_err(|error| classify(Operation::CancelKeyDeletion, &error))?;
         // A cancelled deletion leaves the key disabled.
         client
             .enable_key()
-            .key_id(&arn)
+            .key_id(&key_id)
             .send()
             .await
             .map_err(|error| classify(Operation::EnableKey, &error))?;
@@ -1058,17 +1062,27 @@ impl KeyAdmin for AwsKms {
 
 /// The key ARN behind a key reference (alias, id or ARN).
 async fn key_arn(client: &Client, key: &str) -> Result<String, ProviderError> {
+    Ok(key_ids(client, key).await?.0)
+}
+
+/// The key ARN and the bare key id behind a key reference. Key state changes
+/// (`ScheduleKeyDeletion`, `CancelKeyDeletion`, `EnableKey`) are sent the bare id: KMS accepts
+/// either, and moto 5.2 (the test server) only the id.
+async fn key_ids(client: &Client, key: &str) -> Result<(String, String), ProviderError> {
     let described = client
         .describe_key()
         .key_id(key)
         .send()
         .await
         .map_err(|error| classify(Operation::DescribeKey, &error))?;
-    described
+    let metadata = described
         .key_metadata()
-        .and_then(|metadata| metadata.arn())
+        .ok_or_else(|| ProviderError::Unavailable("AWS KMS DescribeKey: no KeyMetadata".into()))?;
+    let arn = metadata
+        .arn()
         .map(str::to_owned)
-        .ok_or_else(|| ProviderError::Unavailable("AWS KMS DescribeKey: no key ARN".into()))
+        .ok_or_else(|| ProviderError::Unavailable("AWS KMS DescribeKey: no key ARN".into()))?;
+    Ok((arn, metadata.key_id().to_owned()))
 }
 
 /// The creation date of the key `arn`, if KMS says.

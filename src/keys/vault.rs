@@ -1046,6 +1046,10 @@ impl VaultTransit {
                 let lower = message.to_ascii_lowercase();
                 let detail = format!("{target}: {message} (HTTP {code})");
                 match code {
+                    401 | 403 if op == Op::Generate => ProviderError::Denied(format!(
+                        "{detail}; a namespace made decrypt-only (`kmscodec keys \
+                         disable-encrypt`) is refused here by the {DECRYPT_ONLY_POLICY} policy"
+                    )),
                     401 | 403 => ProviderError::Denied(detail),
                     404 => ProviderError::NotFound(detail),
                     429 | 500..=599 => ProviderError::Unavailable(detail),
