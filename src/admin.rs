@@ -543,7 +543,12 @@ pub fn rotate_data_key(
     caller: &ApiCaller,
 ) -> Result<DataKeyAnswer, KeyringError> {
     let result = keyring.retire_active(namespace);
-    api_audit(caller, "rotate-data-key", namespace, result.as_ref().copied());
+    api_audit(
+        caller,
+        "rotate-data-key",
+        namespace,
+        result.as_ref().copied(),
+    );
     Ok(DataKeyAnswer {
         namespace: namespace.to_owned(),
         had_active_key: result?,
@@ -559,7 +564,12 @@ pub fn forget_data_keys(
     caller: &ApiCaller,
 ) -> Result<DataKeyAnswer, KeyringError> {
     let result = keyring.forget_namespace(namespace);
-    api_audit(caller, "forget-data-keys", namespace, result.as_ref().copied());
+    api_audit(
+        caller,
+        "forget-data-keys",
+        namespace,
+        result.as_ref().copied(),
+    );
     Ok(DataKeyAnswer {
         namespace: namespace.to_owned(),
         had_active_key: result?,
@@ -658,7 +668,9 @@ impl SidecarClient {
             .redirect(reqwest::redirect::Policy::none())
             .timeout(SIDECAR_TIMEOUT)
             .build()
-            .map_err(|error| AdminError::Sidecar(format!("cannot build the HTTP client: {error}")))?;
+            .map_err(|error| {
+                AdminError::Sidecar(format!("cannot build the HTTP client: {error}"))
+            })?;
         Ok(Self { http, token })
     }
 
@@ -1233,7 +1245,11 @@ impl ShredReport {
             fields.push(("note", note.clone()));
         }
         sidecar_lines(&mut fields, &self.sidecars);
-        format!("{}\nUNREADABLE: {}\n", render_fields(&fields), self.unreadable)
+        format!(
+            "{}\nUNREADABLE: {}\n",
+            render_fields(&fields),
+            self.unreadable
+        )
     }
 }
 
@@ -1281,7 +1297,11 @@ pub async fn create(
         },
         result,
     )?;
-    let wildcard_key = admin.config.namespaces.get("*").map(|entry| entry.key.as_str());
+    let wildcard_key = admin
+        .config
+        .namespaces
+        .get("*")
+        .map(|entry| entry.key.as_str());
     let config = config_snippet(&target, wildcard_key);
     Ok(CreateReport {
         created: created.created,
@@ -1374,7 +1394,8 @@ pub async fn list(admin: &Admin) -> Result<ListReport, AdminError> {
                     .iter()
                     .filter_map(|name| name.strip_prefix(prefix)?.strip_suffix(suffix))
                     .filter(|namespace| {
-                        valid_namespace(namespace) && !admin.config.namespaces.contains_key(*namespace)
+                        valid_namespace(namespace)
+                            && !admin.config.namespaces.contains_key(*namespace)
                     })
                     .map(str::to_owned)
                     .collect();
@@ -1665,7 +1686,10 @@ pub async fn shred(
         format!(
             "now (the key is unusable), and for good after {}; until then `kmscodec keys \
              cancel-shred --namespace {}` restores it",
-            shredded.destroy_after.as_deref().unwrap_or("the waiting period"),
+            shredded
+                .destroy_after
+                .as_deref()
+                .unwrap_or("the waiting period"),
             target.namespace
         )
     };
@@ -1868,11 +1892,26 @@ mod tests {
             (wild.provider.as_str(), wild.key.as_str(), wild.mapping),
             ("local", "kmscodec-alpha", Mapping::Wildcard)
         );
-        let wrong = admin.target("payments", Some("local"), None, true).unwrap_err();
-        assert!(wrong.is_usage() && wrong.to_string().contains("uses provider"), "{wrong}");
-        let unknown = admin.target("payments", Some("vualt"), None, true).unwrap_err();
-        assert!(unknown.to_string().contains("unknown provider \"vualt\""), "{unknown}");
-        assert!(admin.target("a b", None, None, false).unwrap_err().is_usage());
+        let wrong = admin
+            .target("payments", Some("local"), None, true)
+            .unwrap_err();
+        assert!(
+            wrong.is_usage() && wrong.to_string().contains("uses provider"),
+            "{wrong}"
+        );
+        let unknown = admin
+            .target("payments", Some("vualt"), None, true)
+            .unwrap_err();
+        assert!(
+            unknown.to_string().contains("unknown provider \"vualt\""),
+            "{unknown}"
+        );
+        assert!(
+            admin
+                .target("a b", None, None, false)
+                .unwrap_err()
+                .is_usage()
+        );
         assert_eq!(admin.shared_with(&exact), vec!["orders".to_owned()]);
         assert!(admin.shared_with(&wild).is_empty());
     }
@@ -1888,7 +1927,10 @@ mod tests {
             including_shared: false,
         };
         let mismatch = check_shred(&admin, &args("alpha", "beta")).unwrap_err();
-        assert!(mismatch.to_string().contains("does not match"), "{mismatch}");
+        assert!(
+            mismatch.to_string().contains("does not match"),
+            "{mismatch}"
+        );
         let shared = check_shred(&admin, &args("payments", "payments")).unwrap_err();
         assert!(shared.to_string().contains("\"orders\""), "{shared}");
         let vault_days = ShredArgs {
@@ -1909,7 +1951,9 @@ mod tests {
         assert!(target.is_err());
         let target = admin.target("alpha", None, None, false).unwrap();
         let snippet = config_snippet(&target, Some("kmscodec-{namespace}"));
-        assert!(snippet.contains("[namespaces.alpha]\nprovider = \"local\"\nkey = \"kmscodec-alpha\""));
+        assert!(
+            snippet.contains("[namespaces.alpha]\nprovider = \"local\"\nkey = \"kmscodec-alpha\"")
+        );
         assert!(snippet.contains("no change needed"));
         let table = render_rows(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
         assert_eq!(table, "A    BB\nxxx  y\n");

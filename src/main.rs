@@ -441,7 +441,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 let payloads = payload::from_json(&input)
                     .map_err(|e| Failure::failed(format!("stdin: {e}")))?;
                 let total = payloads.len();
-                let every = if total >= REWRAP_PROGRESS_FROM { 1000 } else { 0 };
+                let every = if total >= REWRAP_PROGRESS_FROM {
+                    1000
+                } else {
+                    0
+                };
                 let (out, summary) = admin::rewrap(&app, payloads, every, |done, total| {
                     eprintln!("rewrap: {done}/{total} payloads");
                 })
@@ -571,7 +575,10 @@ async fn keys(config: Config, output: Output, command: KeysCommand) -> Result<()
         .map_err(admin_failure)
     };
     let urls = |client: &Option<(Vec<String>, SidecarClient)>| {
-        client.as_ref().map(|(urls, _)| urls.clone()).unwrap_or_default()
+        client
+            .as_ref()
+            .map(|(urls, _)| urls.clone())
+            .unwrap_or_default()
     };
     match command {
         KeysCommand::Init { .. } => Err(Failure::usage("keys init is handled before")),

@@ -81,7 +81,10 @@ async fn call(
         .await
         .unwrap();
     let text = String::from_utf8_lossy(&bytes).into_owned();
-    assert!(!text.contains(TOKEN), "the token leaked into an answer: {text}");
+    assert!(
+        !text.contains(TOKEN),
+        "the token leaked into an answer: {text}"
+    );
     Answer {
         status,
         body: serde_json::from_slice(&bytes).unwrap_or(Value::String(text)),
@@ -99,7 +102,10 @@ async fn without_a_token_reads_are_open_and_changes_need_loopback() {
     let app = app_in(dir.path());
     // An active data key, so the snapshot and the rotation have something to show.
     app.codec
-        .encode("alpha", kmscodec::payload::from_json(br#"{"payloads":[{"data":"eA=="}]}"#).unwrap())
+        .encode(
+            "alpha",
+            kmscodec::payload::from_json(br#"{"payloads":[{"data":"eA=="}]}"#).unwrap(),
+        )
         .await
         .unwrap();
     let api = router(Arc::clone(&app.keyring), AdminApiOptions::default());
@@ -237,7 +243,14 @@ async fn with_a_token_every_route_needs_it() {
 
     // A rotated token applies at once; an unreadable file refuses everything.
     token_file(dir.path(), "the-next-token");
-    let old = call(&api, "POST", ROTATE, loopback, &[("Authorization", &bearer)]).await;
+    let old = call(
+        &api,
+        "POST",
+        ROTATE,
+        loopback,
+        &[("Authorization", &bearer)],
+    )
+    .await;
     assert_eq!(old.status, StatusCode::UNAUTHORIZED);
     let new = call(
         &api,
@@ -282,7 +295,8 @@ fn the_cli_talks_to_a_running_process_with_the_token() {
     .unwrap();
     assert_eq!(encoded.status, 200, "{}", encoded.text());
 
-    let anonymous = http_request("GET", &format!("{}/admin/v1/namespaces", k.url()), &[], b"").unwrap();
+    let anonymous =
+        http_request("GET", &format!("{}/admin/v1/namespaces", k.url()), &[], b"").unwrap();
     assert_eq!(anonymous.status, 401, "{}", anonymous.text());
 
     let config_path = dir.path().join("cli.toml");
@@ -308,12 +322,24 @@ fn the_cli_talks_to_a_running_process_with_the_token() {
     let refused = cli(&[]);
     assert_eq!(refused.status.code(), Some(1), "{}", refused.both());
     assert!(refused.stderr.contains("HTTP 401"), "{}", refused.both());
-    assert!(refused.stderr.contains("--sidecar-token-file"), "{}", refused.both());
+    assert!(
+        refused.stderr.contains("--sidecar-token-file"),
+        "{}",
+        refused.both()
+    );
 
-    let told = cli(&["--sidecar-token-file", token.to_str().unwrap(), "--output", "json"]);
+    let told = cli(&[
+        "--sidecar-token-file",
+        token.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
     assert_eq!(told.status.code(), Some(0), "{}", told.both());
     let report: Value = serde_json::from_str(&told.stdout).unwrap();
-    assert_eq!(report["sidecars"][0]["answer"]["had_active_key"], true, "{report}");
+    assert_eq!(
+        report["sidecars"][0]["answer"]["had_active_key"], true,
+        "{report}"
+    );
     assert!(!told.stdout.contains(TOKEN) && !told.stderr.contains(TOKEN));
     let log = k.guard.log();
     assert!(log.contains("authenticated_by=\"token\""), "{log}");

@@ -79,20 +79,33 @@ fn json_of(response: &HttpResponse) -> Value {
 
 fn encode_ok(k: &Kmscodec, namespace: &str, text: &str) -> Value {
     let response = codec(k, "encode", namespace, &document(text));
-    assert_eq!(response.status, 200, "encode {namespace}: {}", response.text());
+    assert_eq!(
+        response.status,
+        200,
+        "encode {namespace}: {}",
+        response.text()
+    );
     json_of(&response)
 }
 
 fn decode_ok(k: &Kmscodec, namespace: &str, sealed: &Value, text: &str) {
     let response = codec(k, "decode", namespace, sealed);
-    assert_eq!(response.status, 200, "decode {namespace}: {}", response.text());
+    assert_eq!(
+        response.status,
+        200,
+        "decode {namespace}: {}",
+        response.text()
+    );
     let data = unb64(&json_of(&response)["payloads"][0]["data"]);
     assert_eq!(data, format!("\"{text}\"").as_bytes());
 }
 
 /// The `encryption-key-id` of the first payload.
 fn key_id(sealed: &Value) -> String {
-    String::from_utf8(unb64(&sealed["payloads"][0]["metadata"]["encryption-key-id"])).unwrap()
+    String::from_utf8(unb64(
+        &sealed["payloads"][0]["metadata"]["encryption-key-id"],
+    ))
+    .unwrap()
 }
 
 /// Runs `cmd` with `stdin` piped in; (exit code, stdout, stderr).
@@ -132,7 +145,10 @@ fn bao_api(bao: &OpenBao, token: &str, method: &str, path: &str, body: Option<Va
     let reply = http_request(
         method,
         &format!("{}/v1/{path}", bao.addr()),
-        &[("Content-Type", "application/json"), ("X-Vault-Token", token)],
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Vault-Token", token),
+        ],
         body.as_bytes(),
     )
     .unwrap();
@@ -394,7 +410,12 @@ impl Fixture {
                 };
                 let sidecar_config = config(&secret_file(dir.path(), "sidecar-token", &sidecar));
                 let admin_config = config(&secret_file(dir.path(), "admin-token", &admin));
-                (sidecar_config, admin_config, Vec::new(), Servers::Vault(bao))
+                (
+                    sidecar_config,
+                    admin_config,
+                    Vec::new(),
+                    Servers::Vault(bao),
+                )
             }
             Provider::Aws => {
                 let moto = Moto::start();
@@ -482,7 +503,8 @@ impl Fixture {
         let mut all = args.to_vec();
         all.extend(["--output", "json"]);
         let stdout = self.run_ok(&all);
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout}"))
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout}"))
     }
 
     fn start_sidecar(&self) -> Kmscodec {
@@ -515,7 +537,12 @@ fn is_change(args: &[&str]) -> bool {
     args.get(1).is_some_and(|command| {
         matches!(
             *command,
-            "create" | "rotate" | "disable-encrypt" | "enable-encrypt" | "shred" | "rotate-data-key"
+            "create"
+                | "rotate"
+                | "disable-encrypt"
+                | "enable-encrypt"
+                | "shred"
+                | "rotate-data-key"
         )
     })
 }
@@ -534,7 +561,12 @@ fn error_of(response: &HttpResponse) -> (u16, String, String) {
 
 fn scenario(provider: Provider) {
     let started = Instant::now();
-    let step = |what: &str| eprintln!("[{provider:?} {:>6.2}s] {what}", started.elapsed().as_secs_f64());
+    let step = |what: &str| {
+        eprintln!(
+            "[{provider:?} {:>6.2}s] {what}",
+            started.elapsed().as_secs_f64()
+        )
+    };
     let fx = Fixture::new(provider);
     step("servers ready");
 
@@ -542,7 +574,10 @@ fn scenario(provider: Provider) {
     let created = fx.run_json(&["keys", "create", "-n", "alpha"]);
     assert_eq!(created["created"], true, "{created}");
     assert!(
-        created["config"].as_str().unwrap().contains("[namespaces.alpha]"),
+        created["config"]
+            .as_str()
+            .unwrap()
+            .contains("[namespaces.alpha]"),
         "{created}"
     );
     let again = fx.run_json(&["keys", "create", "-n", "alpha"]);
@@ -596,7 +631,10 @@ fn scenario(provider: Provider) {
     let rewrapped = fx.rewrap(&mixed);
     assert_eq!(rewrapped["payloads"][1], foreign, "foreign payload changed");
     let resealed = json!({"payloads": [rewrapped["payloads"][0].clone()]});
-    assert_ne!(resealed["payloads"][0]["data"], first["payloads"][0]["data"]);
+    assert_ne!(
+        resealed["payloads"][0]["data"],
+        first["payloads"][0]["data"]
+    );
     if fx.versioned_key_ids {
         assert!(key_id(&resealed).ends_with(":v2"), "{}", key_id(&resealed));
     }
@@ -607,7 +645,11 @@ fn scenario(provider: Provider) {
     let described = fx.run_json(&["keys", "describe", "-n", "alpha", "--sidecar", &sidecar]);
     let description = &described["description"];
     assert_eq!(description["primary_version"], 2, "{described}");
-    assert_eq!(description["versions"].as_array().unwrap().len(), 2, "{described}");
+    assert_eq!(
+        description["versions"].as_array().unwrap().len(),
+        2,
+        "{described}"
+    );
     assert_eq!(description["encrypt_enabled"], true);
     let usage = &described["sidecars"][0]["usage"];
     assert!(usage["uses"].as_u64().unwrap() >= 1, "{described}");
@@ -623,7 +665,14 @@ fn scenario(provider: Provider) {
     step("described");
 
     // Decrypt-only: encode refused with a clear 403, decode still works.
-    fx.run_ok(&["keys", "disable-encrypt", "-n", "alpha", "--sidecar", &sidecar]);
+    fx.run_ok(&[
+        "keys",
+        "disable-encrypt",
+        "-n",
+        "alpha",
+        "--sidecar",
+        &sidecar,
+    ]);
     let refused = codec(&k, "encode", "alpha", &document("three"));
     let (status, code, message) = error_of(&refused);
     assert_eq!(
@@ -636,8 +685,14 @@ fn scenario(provider: Provider) {
     decode_ok(&k, "alpha", &second, "two");
     encode_ok(&k, "beta", "unaffected");
     let described = fx.run_json(&["keys", "describe", "-n", "alpha"]);
-    assert_eq!(described["description"]["encrypt_enabled"], false, "{described}");
-    assert_eq!(described["description"]["decrypt_enabled"], true, "{described}");
+    assert_eq!(
+        described["description"]["encrypt_enabled"], false,
+        "{described}"
+    );
+    assert_eq!(
+        described["description"]["decrypt_enabled"], true,
+        "{described}"
+    );
     step("decrypt-only");
 
     fx.run_ok(&["keys", "enable-encrypt", "-n", "alpha"]);
@@ -655,13 +710,26 @@ fn scenario(provider: Provider) {
     args.extend(["--sidecar", &sidecar]);
     let (code, report, stderr) = fx.run(&args);
     assert_eq!(code, Some(0), "{report}\n{stderr}");
-    assert!(report.contains("UNREADABLE: every payload sealed for namespace \"alpha\""), "{report}");
-    assert!(report.contains("Payloads of other namespaces are not affected."), "{report}");
-    assert!(stderr.contains("op=\"shred\"") && stderr.contains("kmscodec::audit"), "{stderr}");
+    assert!(
+        report.contains("UNREADABLE: every payload sealed for namespace \"alpha\""),
+        "{report}"
+    );
+    assert!(
+        report.contains("Payloads of other namespaces are not affected."),
+        "{report}"
+    );
+    assert!(
+        stderr.contains("op=\"shred\"") && stderr.contains("kmscodec::audit"),
+        "{stderr}"
+    );
     eprintln!("{provider:?} shred report:\n{report}");
     for sealed in [&first, &second, &third, &resealed] {
         let (status, code, message) = error_of(&codec(&k, "decode", "alpha", sealed));
-        assert_eq!((status, code.as_str()), (404, fx.shredded_code), "{message}");
+        assert_eq!(
+            (status, code.as_str()),
+            (404, fx.shredded_code),
+            "{message}"
+        );
     }
     let (status, code, message) = error_of(&codec(&k, "decode", "alpha", &first));
     eprintln!("{provider:?} decode after shred: {status} {code}: {message}");

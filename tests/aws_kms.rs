@@ -735,7 +735,9 @@ fn iam_policy_names_exactly_the_actions_the_code_calls() {
             assert!(actions.is_subset(&called), "{statement}");
             if statement["Effect"] == "Deny" {
                 assert!(
-                    statement["Condition"].to_string().contains(&decrypt_only_tag),
+                    statement["Condition"]
+                        .to_string()
+                        .contains(&decrypt_only_tag),
                     "{statement}"
                 );
             } else {
@@ -777,7 +779,12 @@ fn admin_policies_name_exactly_the_actions_key_administration_calls() {
         assert_eq!(statement["Effect"], "Allow", "{statement}");
         let actions = as_set(&statement["Action"]);
         // No data path for administrators.
-        for action in ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom"] {
+        for action in [
+            "kms:Decrypt",
+            "kms:Encrypt",
+            "kms:GenerateDataKey",
+            "kms:ReEncryptFrom",
+        ] {
             assert!(!actions.contains(action), "{statement}");
         }
         granted.extend(actions);
@@ -796,7 +803,10 @@ fn admin_policies_name_exactly_the_actions_key_administration_calls() {
         .iter()
         .filter(|action| *action != "kms:CreateKey" && !on_the_key.contains(*action))
         .collect();
-    assert!(missing.is_empty(), "key policy lacks {missing:?} for ADMIN_ROLE");
+    assert!(
+        missing.is_empty(),
+        "key policy lacks {missing:?} for ADMIN_ROLE"
+    );
 }
 
 /// Without a region (none configured, none in the environment), the process starts but is not

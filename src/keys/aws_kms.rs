@@ -53,11 +53,7 @@ use crate::secret::{DataKey, KekRef, ProviderKind, WrappedKey};
 /// The KMS API actions the sidecar calls while serving (mint, unwrap, health). The IAM policy
 /// `policies/aws/kmscodec-sidecar-iam.json` grants exactly these; a test checks it.
 /// `ListResourceTags` reads the decrypt-only tag once per minted data key.
-pub const CALLED_ACTIONS: &[&str] = &[
-    "kms:GenerateDataKey",
-    "kms:Decrypt",
-    "kms:ListResourceTags",
-];
+pub const CALLED_ACTIONS: &[&str] = &["kms:GenerateDataKey", "kms:Decrypt", "kms:ListResourceTags"];
 
 /// The KMS API actions the sidecar calls that the encryption context conditions cannot cover
 /// (they take no context): granted by a separate statement of the sidecar's policies.
@@ -799,7 +795,9 @@ impl KeyAdmin for AwsKms {
         };
         let created = client
             .create_key()
-            .description(format!("kmscodec key-encryption key for Temporal namespace {namespace}"))
+            .description(format!(
+                "kmscodec key-encryption key for Temporal namespace {namespace}"
+            ))
             .key_usage(KeyUsageType::EncryptDecrypt)
             .key_spec(KeySpec::SymmetricDefault)
             .tags(tag(NAMESPACE_TAG, namespace)?)
@@ -922,7 +920,9 @@ impl KeyAdmin for AwsKms {
                 .send()
                 .await
                 .map_err(|error| classify(Operation::UntagResource, &error))?;
-            Ok(vec![format!("removed the {DECRYPT_ONLY_TAG} tag from {arn}")])
+            Ok(vec![format!(
+                "removed the {DECRYPT_ONLY_TAG} tag from {arn}"
+            )])
         }
     }
 
@@ -980,7 +980,9 @@ impl KeyAdmin for AwsKms {
             .send()
             .await
             .map_err(|error| classify(Operation::EnableKey, &error))?;
-        Ok(vec![format!("deletion of {arn} cancelled and the key enabled again")])
+        Ok(vec![format!(
+            "deletion of {arn} cancelled and the key enabled again"
+        )])
     }
 
     async fn list_keks(&self) -> Result<Vec<String>, ProviderError> {
@@ -1015,7 +1017,13 @@ impl KeyAdmin for AwsKms {
         let mut description = self.describe(key).await?;
         let client = self.client().await?;
         let arn = key_arn(client, key).await?;
-        match client.list_resource_tags().key_id(&arn).limit(50).send().await {
+        match client
+            .list_resource_tags()
+            .key_id(&arn)
+            .limit(50)
+            .send()
+            .await
+        {
             Ok(output) if is_tagged_decrypt_only(output.tags()) => {
                 description.encrypt_enabled = false;
                 description.notes.push(format!(
@@ -1030,7 +1038,13 @@ impl KeyAdmin for AwsKms {
         }
         // KMS does not number key material versions; number them by rotation date, the key's
         // creation being version 1.
-        match client.list_key_rotations().key_id(&arn).limit(1000).send().await {
+        match client
+            .list_key_rotations()
+            .key_id(&arn)
+            .limit(1000)
+            .send()
+            .await
+        {
             Ok(output) => {
                 let created = described_creation(client, &arn).await;
                 description.versions.push(KekVersion {
@@ -1043,8 +1057,7 @@ impl KeyAdmin for AwsKms {
                         created_at: rotation.rotation_date().map(|date| date.to_string()),
                     });
                 }
-                description.primary_version =
-                    u32::try_from(description.versions.len()).ok();
+                description.primary_version = u32::try_from(description.versions.len()).ok();
                 description.notes.push(
                     "versions are numbered by kmscodec from the key's rotation history; payload \
                      headers name the key ARN only (version 0)"
@@ -1321,7 +1334,9 @@ mod tests {
         assert_eq!(describing, described, "operations called by describe");
         assert_eq!(administering, administered, "operations called by KeyAdmin");
         assert!(
-            CONTEXTLESS_ACTIONS.iter().all(|a| CALLED_ACTIONS.contains(a)),
+            CONTEXTLESS_ACTIONS
+                .iter()
+                .all(|a| CALLED_ACTIONS.contains(a)),
             "CONTEXTLESS_ACTIONS must be sidecar actions"
         );
     }

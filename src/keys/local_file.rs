@@ -130,9 +130,12 @@ fn rfc3339(at: time::OffsetDateTime) -> String {
 /// Whether a `destroy_after` time has passed. An unreadable time counts as passed: the key was
 /// meant to go, and failing towards destruction is what the operator asked for.
 fn destruction_due(destroy_after: &str, now: time::OffsetDateTime) -> bool {
-    time::OffsetDateTime::parse(destroy_after, &time::format_description::well_known::Rfc3339)
-        .map(|at| at <= now)
-        .unwrap_or(true)
+    time::OffsetDateTime::parse(
+        destroy_after,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .map(|at| at <= now)
+    .unwrap_or(true)
 }
 
 fn destroyed(key: &str, destroy_after: &str) -> ProviderError {
@@ -722,14 +725,11 @@ impl KeyAdmin for LocalFile {
             return Ok(ShreddedKek {
                 destroyed_now: true,
                 destroy_after: None,
-                notes: vec![
-                    format!("removed from {}", self.path.display()),
-                    backups,
-                ],
+                notes: vec![format!("removed from {}", self.path.display()), backups],
             });
         }
-        let after = time::OffsetDateTime::now_utc()
-            + time::Duration::days(i64::from(request.pending_days));
+        let after =
+            time::OffsetDateTime::now_utc() + time::Duration::days(i64::from(request.pending_days));
         let after = self.schedule_destruction(key, after)?;
         Ok(ShreddedKek {
             destroyed_now: false,
@@ -753,7 +753,9 @@ impl KeyAdmin for LocalFile {
                 self.path.display()
             )])
         } else {
-            Ok(vec![format!("key {key:?} was not scheduled for destruction")])
+            Ok(vec![format!(
+                "key {key:?} was not scheduled for destruction"
+            )])
         }
     }
 
@@ -855,6 +857,63 @@ mod tests {
         assert!(matches!(
             provider.generate_data_key("ns", "dev").await,
             Err(ProviderError::Disabled(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn shredded_keys_are_unusable_then_destroyed_unless_cancelled() {
+        let (_dir, provider) = provider();
+        provider.create_key("other").unwrap();
+        let old = provider.generate_data_key("ns", "dev").await.unwrap();
+        let request = ShredRequest {
+            pending_days: 7,
+            immediately: false,
+        };
+        let shredded = provider.shred_kek("dev", request).await.unwrap();
+        assert!(!shredded.destroyed_now);
+        assert!(shredded.destroy_after.is_some());
+        assert!(matches!(
+            provider.generate_data_key("ns", "dev").await,
+            Err(ProviderError::Destroyed(_))
+        ));
+        assert!(matches!(
+            provider.unwrap_data_key("ns", &old.kek, &old.wrapped).await,
+            Err(ProviderError::Destroyed(_))
+        ));
+        let described = provider.describe("dev").await.unwrap();
+        assert!(!described.encrypt_enabled && !described.decrypt_enabled);
+        // Cancelled within the waiting period: as before.
+        assert!(provider.cancel_destruction("dev").unwrap());
+        provider
+            .unwrap_data_key("ns", &old.kek, &old.wrapped)
+            .await
+            .unwrap();
+        // Due: every write removes the material of due keys (this one is due as it is
+        // written), and a cancel is too late.
+        let past = time::OffsetDateTime::now_utc() - time::Duration::seconds(1);
+        provider.schedule_destruction("dev", past).unwrap();
+        assert!(matches!(
+            provider.cancel_destruction("dev"),
+            Err(ProviderError::NotFound(_))
+        ));
+        assert_eq!(provider.key_names().unwrap(), vec!["other".to_owned()]);
+        let text = fs::read_to_string(provider.path()).unwrap();
+        assert!(!text.contains("\"dev\""), "{text}");
+        // Immediately: gone at once.
+        let now = ShredRequest {
+            pending_days: 7,
+            immediately: true,
+        };
+        assert!(
+            provider
+                .shred_kek("other", now)
+                .await
+                .unwrap()
+                .destroyed_now
+        );
+        assert!(matches!(
+            provider.generate_data_key("ns", "other").await,
+            Err(ProviderError::NotFound(_))
         ));
     }
 

@@ -205,13 +205,19 @@ pub trait KeyAdmin: KeyProvider {
 
     /// Turns decrypt-only mode on (`true`: no new data key may be minted under `key`, existing
     /// payloads keep opening) or off. Returns notes on how the provider enforces it.
-    async fn set_decrypt_only(&self, key: &str, decrypt_only: bool)
-    -> Result<Vec<String>, ProviderError>;
+    async fn set_decrypt_only(
+        &self,
+        key: &str,
+        decrypt_only: bool,
+    ) -> Result<Vec<String>, ProviderError>;
 
     /// Crypto-shreds the KEK: every payload sealed under any of its versions becomes unreadable
     /// for good, once the waiting period (if any) is over.
-    async fn shred_kek(&self, key: &str, request: ShredRequest)
-    -> Result<ShreddedKek, ProviderError>;
+    async fn shred_kek(
+        &self,
+        key: &str,
+        request: ShredRequest,
+    ) -> Result<ShreddedKek, ProviderError>;
 
     /// Cancels a scheduled destruction of `key` while its waiting period lasts, making it usable
     /// again as it was. Providers that destroy at once answer [`ProviderError::Destroyed`].

@@ -1556,7 +1556,11 @@ impl VaultTransit {
     /// Adds or removes `key` of this mount in [`DECRYPT_ONLY_POLICY`]. Read, change, write: two
     /// administrators changing it at the same moment can lose one change (Vault policies have no
     /// check-and-set); `keys describe` shows the outcome.
-    async fn update_decrypt_only(&self, key: &str, decrypt_only: bool) -> Result<bool, ProviderError> {
+    async fn update_decrypt_only(
+        &self,
+        key: &str,
+        decrypt_only: bool,
+    ) -> Result<bool, ProviderError> {
         let mut entries = self.decrypt_only_entries().await?;
         let entry = (self.mount.clone(), key.to_owned());
         let changed = if decrypt_only {
@@ -1581,7 +1585,10 @@ impl VaultTransit {
     fn unsafe_settings(&self, key: &str, data: &KeyData) -> Vec<String> {
         let mut notes = Vec::new();
         let key_type = data.key_type.as_deref().unwrap_or("unknown");
-        if !matches!(key_type, "aes256-gcm96" | "aes128-gcm96" | "chacha20-poly1305") {
+        if !matches!(
+            key_type,
+            "aes256-gcm96" | "aes128-gcm96" | "chacha20-poly1305"
+        ) {
             notes.push(format!(
                 "warning: {}/{key} has type {key_type}, which cannot bind the namespace as \
                  associated data; kmscodec needs an AEAD type ({CREATED_KEY_TYPE})",
@@ -1603,7 +1610,10 @@ impl VaultTransit {
             ));
         }
         if data.soft_deleted {
-            notes.push(format!("{}/{key} is soft-deleted: unusable until restored", self.mount));
+            notes.push(format!(
+                "{}/{key} is soft-deleted: unusable until restored",
+                self.mount
+            ));
         }
         notes
     }
@@ -1689,7 +1699,11 @@ impl KeyAdmin for VaultTransit {
         let changed = self.update_decrypt_only(key, decrypt_only).await?;
         let mut notes = vec![format!(
             "vault policy {DECRYPT_ONLY_POLICY} {} {}/datakey/wrapped/{key}{}",
-            if decrypt_only { "denies" } else { "no longer denies" },
+            if decrypt_only {
+                "denies"
+            } else {
+                "no longer denies"
+            },
             self.mount,
             if changed { "" } else { " (unchanged)" }
         )];
@@ -1806,11 +1820,17 @@ mod tests {
         entries.insert(("transit".to_owned(), "kmscodec-a".to_owned()));
         entries.insert(("team/transit".to_owned(), "kmscodec-b".to_owned()));
         let text = render_decrypt_only_policy(&entries);
-        assert!(text.contains("path \"transit/datakey/wrapped/kmscodec-a\" { capabilities = [\"deny\"] }"));
+        assert!(
+            text.contains(
+                "path \"transit/datakey/wrapped/kmscodec-a\" { capabilities = [\"deny\"] }"
+            )
+        );
         assert!(text.contains("path \"team/transit/encrypt/kmscodec-b\""));
         assert_eq!(parse_decrypt_only_policy(&text), entries);
         // Lines that are not ours are ignored, never turned into entries.
-        assert!(parse_decrypt_only_policy("path \"sys/*\" { capabilities = [\"sudo\"] }").is_empty());
+        assert!(
+            parse_decrypt_only_policy("path \"sys/*\" { capabilities = [\"sudo\"] }").is_empty()
+        );
     }
 
     #[test]
