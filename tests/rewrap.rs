@@ -122,7 +122,7 @@ fn rewrap_reseals_ours_under_the_new_version_and_leaves_the_rest() {
     );
 
     // The mixed document: ours, a plain payload, another codec's ciphertext, a null payload.
-    let foreign = vec![
+    let foreign = [
         json!({"metadata": {"encoding": b64(b"json/plain")}, "data": b64(b"\"plain\"")}),
         json!({
             "metadata": {"encoding": b64(b"binary/encrypted"), "encryption-key-id": b64(b"other-codec")},
