@@ -1923,6 +1923,31 @@ mod tests {
     }
 
     #[test]
+    fn admin_token_file_is_optional_and_checked() {
+        let base = "[providers.local]\nkind = \"local\"\npath = \"/k.json\"\n\
+                    [namespaces.\"*\"]\nprovider = \"local\"\nkey = \"dev\"\n";
+        assert_eq!(parse(base).unwrap().admin.token_file, None);
+        let with = parse(&format!(
+            "{base}[admin]\ntoken_file = \"/run/admin-token\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            with.admin.token_file.as_deref(),
+            Some(Path::new("/run/admin-token"))
+        );
+        let error = parse(&format!(
+            "{base}[admin]\ntoken_file = \"\"\ntoken = \"x\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("admin.token_file: must not be empty"),
+            "{error}"
+        );
+        assert!(error.contains("admin.token: unknown field"), "{error}");
+    }
+
+    #[test]
     fn namespace_names() {
         assert!(valid_namespace("default"));
         assert!(valid_namespace("payments.a1b2c"));
