@@ -148,7 +148,9 @@ impl CodecError {
                 KeyringError::Header(_) => ErrorClass::Internal,
                 KeyringError::Provider(error) => match error {
                     ProviderError::Denied(_) | ProviderError::Disabled(_) => ErrorClass::Forbidden,
-                    ProviderError::NotFound(_) => ErrorClass::NotFound,
+                    ProviderError::NotFound(_) | ProviderError::Destroyed(_) => {
+                        ErrorClass::NotFound
+                    }
                     ProviderError::Unavailable(_) => ErrorClass::Unavailable,
                     ProviderError::Invalid => ErrorClass::InvalidInput,
                     ProviderError::Misconfigured(_) => ErrorClass::Internal,
@@ -175,6 +177,7 @@ impl CodecError {
                     ProviderError::Denied(_) => "key_access_denied",
                     ProviderError::Disabled(_) => "namespace_decrypt_only",
                     ProviderError::NotFound(_) => "key_not_found",
+                    ProviderError::Destroyed(_) => "key_destroyed",
                     ProviderError::Unavailable(_) => "key_provider_unavailable",
                     ProviderError::Invalid => "undecryptable_payload",
                     ProviderError::Misconfigured(_) => "internal",
@@ -208,6 +211,11 @@ impl CodecError {
                 }
                 KeyringError::Provider(ProviderError::NotFound(_)) => {
                     "the key for this namespace or payload does not exist".to_owned()
+                }
+                KeyringError::Provider(ProviderError::Destroyed(_)) => {
+                    "the key for this namespace was crypto-shredded (destroyed or scheduled for \
+                     destruction): its payloads can no longer be encrypted or decrypted"
+                        .to_owned()
                 }
                 KeyringError::Provider(ProviderError::Unavailable(_)) => {
                     "the key provider is unavailable; try again".to_owned()

@@ -265,6 +265,16 @@ pub struct Config {
     pub max_wildcard_namespaces: usize,
     /// Whether this is the embedded development default.
     pub embedded_default: bool,
+    /// The admin API (`[admin]`).
+    pub admin: AdminConfig,
+}
+
+/// The admin API's settings (`[admin]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// A file holding the bearer token the admin API requires. Without it, mutating admin
+    /// routes answer loopback callers only.
+    pub token_file: Option<PathBuf>,
 }
 
 /// Is `name` acceptable as a namespace (in config, headers and paths)?
@@ -376,6 +386,7 @@ fn base() -> Config {
         max_payload_bytes: 4 << 20,
         max_wildcard_namespaces: 1024,
         embedded_default: false,
+        admin: AdminConfig::default(),
     }
 }
 
@@ -709,6 +720,18 @@ fn parse_root(
             config.max_wildcard_namespaces = usize::try_from(max).unwrap_or(usize::MAX);
         }
         limit_fields.finish(problems);
+    }
+
+    if let Some(admin) = fields.table("admin", problems) {
+        let mut admin_fields = Fields::new("admin", Some(admin));
+        if let Some(file) = admin_fields.string("token_file", problems) {
+            if file.is_empty() {
+                admin_fields.problem(problems, "token_file", "must not be empty");
+            } else {
+                config.admin.token_file = Some(PathBuf::from(file));
+            }
+        }
+        admin_fields.finish(problems);
     }
 
     if let Some(providers) = fields.table("providers", problems) {
@@ -1897,6 +1920,31 @@ mod tests {
             error.contains("namespaces.other.key: \"arn:aws:s3:::bucket\""),
             "{error}"
         );
+    }
+
+    #[test]
+    fn admin_token_file_is_optional_and_checked() {
+        let base = "[providers.local]\nkind = \"local\"\npath = \"/k.json\"\n\
+                    [namespaces.\"*\"]\nprovider = \"local\"\nkey = \"dev\"\n";
+        assert_eq!(parse(base).unwrap().admin.token_file, None);
+        let with = parse(&format!(
+            "{base}[admin]\ntoken_file = \"/run/admin-token\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            with.admin.token_file.as_deref(),
+            Some(Path::new("/run/admin-token"))
+        );
+        let error = parse(&format!(
+            "{base}[admin]\ntoken_file = \"\"\ntoken = \"x\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("admin.token_file: must not be empty"),
+            "{error}"
+        );
+        assert!(error.contains("admin.token: unknown field"), "{error}");
     }
 
     #[test]

@@ -746,6 +746,18 @@ impl Keyring {
         }
     }
 
+    /// Forgets `namespace`'s keys in this process, after its KEK was shredded: retires the
+    /// active data key (the next encode asks the provider, which refuses) and empties the decode
+    /// cache, so no payload opens without asking the provider again. The cache is keyed by
+    /// digests that do not reveal their namespace, so every namespace's cached keys go: other
+    /// namespaces pay one unwrap per data key on their next decode. Returns whether there was
+    /// an active data key.
+    pub fn forget_namespace(&self, namespace: &str) -> Result<bool, KeyringError> {
+        let retired = self.retire_active(namespace)?;
+        self.inner.cache.invalidate_all();
+        Ok(retired)
+    }
+
     /// The data key that opens a payload whose header names `kek` and `wrapped` for `namespace`.
     /// Served from the cache when possible; otherwise one provider call, shared by concurrent
     /// callers.

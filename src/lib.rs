@@ -9,6 +9,7 @@
 //!
 //! Modules, with dependencies pointing down this list:
 //!
+//! * [`admin`]: namespace key administration, for `kmscodec keys ...` and the admin API.
 //! * [`app`]: wiring from configuration to a running server.
 //! * [`server`]: transports (Temporal Codec Server HTTP protocol) and the error table.
 //! * [`codec`]: batch encode/decode of Temporal payloads and pass-through rules.
@@ -19,6 +20,7 @@
 //! * [`secret`]: key types; no crypto.
 //! * [`config`]: typed configuration; the only reader of the environment.
 
+pub mod admin;
 pub mod app;
 pub mod codec;
 pub mod config;

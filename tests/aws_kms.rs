@@ -673,12 +673,26 @@ fn iam_policy_names_exactly_the_actions_the_code_calls() {
         .collect();
     let context_key = format!("kms:EncryptionContext:{}", aws_kms::CONTEXT_NAMESPACE);
 
+    let contextless: BTreeSet<String> = aws_kms::CONTEXTLESS_ACTIONS
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let with_context: BTreeSet<String> = called.difference(&contextless).cloned().collect();
+    let decrypt_only_tag = format!("aws:ResourceTag/{}", aws_kms::DECRYPT_ONLY_TAG);
+
     let iam = read("policies/aws/kmscodec-sidecar-iam.json");
     assert_eq!(iam["Version"], "2012-10-17");
     let mut granted = BTreeSet::new();
     for statement in iam["Statement"].as_array().unwrap() {
+        let actions: BTreeSet<String> = as_list(&statement["Action"]).into_iter().collect();
+        let condition = statement["Condition"].to_string();
+        if statement["Effect"] == "Deny" {
+            // Only the decrypt-only refusal: no new data keys under a tagged key.
+            assert!(actions.is_subset(&called), "{statement}");
+            assert!(condition.contains(&decrypt_only_tag), "{statement}");
+            continue;
+        }
         assert_eq!(statement["Effect"], "Allow", "{statement}");
-        let actions = as_list(&statement["Action"]);
         for resource in as_list(&statement["Resource"]) {
             assert!(
                 resource.starts_with("arn:")
@@ -688,8 +702,12 @@ fn iam_policy_names_exactly_the_actions_the_code_calls() {
             );
             assert!(!resource.ends_with('*'), "no wildcard keys: {resource}");
         }
-        let condition = statement["Condition"].to_string();
-        assert!(condition.contains(&context_key), "{statement}");
+        if actions.is_subset(&contextless) {
+            // Calls that carry no encryption context (reading the key's tags).
+        } else {
+            assert!(condition.contains(&context_key), "{statement}");
+            assert!(actions.is_disjoint(&contextless), "{statement}");
+        }
         granted.extend(actions);
     }
     assert_eq!(granted, called);
@@ -706,15 +724,89 @@ fn iam_policy_names_exactly_the_actions_the_code_calls() {
         assert_eq!(statement["Effect"], "Allow");
         sidecar_actions.extend(as_list(&statement["Action"]));
     }
-    assert_eq!(sidecar_actions, called);
-    // No statement grants the sidecar role anything else.
+    assert_eq!(sidecar_actions, with_context);
+    // No statement grants the sidecar role anything else; together they grant exactly the
+    // calls; a Deny only refuses data keys under decrypt-only keys.
+    let mut sidecar_granted = BTreeSet::new();
     for statement in statements {
         let principal = statement["Principal"].to_string();
         if principal.contains("SIDECAR_ROLE") {
             let actions: BTreeSet<String> = as_list(&statement["Action"]).into_iter().collect();
             assert!(actions.is_subset(&called), "{statement}");
+            if statement["Effect"] == "Deny" {
+                assert!(
+                    statement["Condition"]
+                        .to_string()
+                        .contains(&decrypt_only_tag),
+                    "{statement}"
+                );
+            } else {
+                sidecar_granted.extend(actions);
+            }
         }
     }
+    assert_eq!(sidecar_granted, called);
+}
+
+/// The administrators' IAM policy grants exactly what `kmscodec keys` calls
+/// (`ADMIN_ACTIONS` and `DESCRIBE_ACTIONS`, each checked against the source by a unit test), and
+/// the key policy template lets `ADMIN_ROLE` do all of it on the key.
+#[test]
+fn admin_policies_name_exactly_the_actions_key_administration_calls() {
+    let read = |path: &str| -> Value {
+        let text = std::fs::read_to_string(common::repo_root().join(path))
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let as_set = |value: &Value| -> BTreeSet<String> {
+        match value {
+            Value::String(one) => BTreeSet::from([one.clone()]),
+            Value::Array(many) => many
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect(),
+            other => panic!("not a string or list: {other}"),
+        }
+    };
+    let expected: BTreeSet<String> = aws_kms::ADMIN_ACTIONS
+        .iter()
+        .chain(aws_kms::DESCRIBE_ACTIONS)
+        .map(|a| a.to_string())
+        .collect();
+    let iam = read("policies/aws/kmscodec-admin-iam.json");
+    let mut granted = BTreeSet::new();
+    for statement in iam["Statement"].as_array().unwrap() {
+        assert_eq!(statement["Effect"], "Allow", "{statement}");
+        let actions = as_set(&statement["Action"]);
+        // No data path for administrators.
+        for action in [
+            "kms:Decrypt",
+            "kms:Encrypt",
+            "kms:GenerateDataKey",
+            "kms:ReEncryptFrom",
+        ] {
+            assert!(!actions.contains(action), "{statement}");
+        }
+        granted.extend(actions);
+    }
+    assert_eq!(granted, expected);
+
+    let key_policy = read("policies/aws/kms-key-policy.json");
+    let admin = key_policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Principal"].to_string().contains("ADMIN_ROLE"))
+        .expect("an ADMIN_ROLE statement");
+    let on_the_key = as_set(&admin["Action"]);
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|action| *action != "kms:CreateKey" && !on_the_key.contains(*action))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "key policy lacks {missing:?} for ADMIN_ROLE"
+    );
 }
 
 /// Without a region (none configured, none in the environment), the process starts but is not

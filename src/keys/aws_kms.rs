@@ -14,6 +14,14 @@
 //! keeps the key material version inside the ciphertext blob, so rotating a key (automatic or
 //! `RotateKeyOnDemand`) or re-pointing an alias to a new key keeps every old payload decodable.
 //!
+//! Decrypt-only mode is a tag on the KMS key, [`DECRYPT_ONLY_TAG`] = [`DECRYPT_ONLY_VALUE`]
+//! (KMS has no key state that refuses `GenerateDataKey` but allows `Decrypt`; a key policy per
+//! namespace is the operators' business). The sidecar reads the key's tags
+//! (`ListResourceTags`) after each `GenerateDataKey`, which happens once per data key, and
+//! refuses to use a data key minted under a tagged key; the IAM policy in `policies/aws/` also
+//! denies `GenerateDataKey` on tagged keys (`aws:ResourceTag`), so AWS enforces it as well.
+//! [`KeyAdmin`] (create, rotate, tag, schedule deletion) calls only [`ADMIN_ACTIONS`].
+//!
 //! The SDK client is built lazily on the first call (`aws_config`'s chain resolution is async,
 //! and [`crate::app::build`] is synchronous): construction never blocks and never touches the
 //! network. A missing region is reported then as [`ProviderError::Misconfigured`], and the
@@ -32,16 +40,52 @@ use aws_sdk_kms::config::timeout::TimeoutConfig;
 use aws_sdk_kms::config::{ProvideCredentials, Region, SharedCredentialsProvider};
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::{DataKeySpec, KeyState, KeyUsageType};
+use aws_sdk_kms::types::{DataKeySpec, KeySpec, KeyState, KeyUsageType, Tag};
 use zeroize::Zeroizing;
 
-use super::{GeneratedKey, KeyDescription, KeyProvider, ProviderError};
+use super::{
+    CreatedKek, GeneratedKey, KekVersion, KeyAdmin, KeyDescription, KeyProvider, ProviderError,
+    RotatedKek, ShredRequest, ShreddedKek,
+};
 use crate::envelope::{FORMAT_VERSION, MAX_KEK_REF_LEN, MAX_WRAPPED_KEY_LEN};
 use crate::secret::{DataKey, KekRef, ProviderKind, WrappedKey};
 
 /// The KMS API actions the sidecar calls while serving (mint, unwrap, health). The IAM policy
 /// `policies/aws/kmscodec-sidecar-iam.json` grants exactly these; a test checks it.
-pub const CALLED_ACTIONS: &[&str] = &["kms:GenerateDataKey", "kms:Decrypt"];
+/// `ListResourceTags` reads the decrypt-only tag once per minted data key.
+pub const CALLED_ACTIONS: &[&str] = &["kms:GenerateDataKey", "kms:Decrypt", "kms:ListResourceTags"];
+
+/// The KMS API actions the sidecar calls that the encryption context conditions cannot cover
+/// (they take no context): granted by a separate statement of the sidecar's policies.
+pub const CONTEXTLESS_ACTIONS: &[&str] = &["kms:ListResourceTags"];
+
+/// The KMS API actions key administration ([`KeyAdmin`]: `kmscodec keys ...`) calls, besides
+/// [`DESCRIBE_ACTIONS`]. `policies/aws/kmscodec-admin-iam.json` grants exactly both lists; a test
+/// checks it, and a unit test checks this list against the calls in this file.
+pub const ADMIN_ACTIONS: &[&str] = &[
+    "kms:CancelKeyDeletion",
+    "kms:CreateAlias",
+    "kms:CreateKey",
+    "kms:DescribeKey",
+    "kms:EnableKey",
+    "kms:EnableKeyRotation",
+    "kms:ListAliases",
+    "kms:ListKeyRotations",
+    "kms:ListResourceTags",
+    "kms:RotateKeyOnDemand",
+    "kms:ScheduleKeyDeletion",
+    "kms:TagResource",
+    "kms:UntagResource",
+];
+
+/// The tag key marking a KMS key decrypt-only (`kmscodec keys disable-encrypt`).
+pub const DECRYPT_ONLY_TAG: &str = "kmscodec:encrypt";
+/// The value of [`DECRYPT_ONLY_TAG`] that makes the key decrypt-only.
+pub const DECRYPT_ONLY_VALUE: &str = "disabled";
+/// The tag `keys create` puts on a key, naming the namespace it serves.
+pub const NAMESPACE_TAG: &str = "kmscodec:namespace";
+/// The shortest and longest waiting periods of `ScheduleKeyDeletion`, in days.
+pub const DELETION_WINDOW_DAYS: std::ops::RangeInclusive<u32> = 7..=30;
 
 /// The KMS API actions [`KeyProvider::describe`] calls. Only operators' tooling (`keys describe`)
 /// uses them; the sidecar role is not granted them (see `policies/README.md`).
@@ -119,6 +163,30 @@ pub enum Operation {
     DescribeKey,
     /// `GetKeyRotationStatus`.
     GetKeyRotationStatus,
+    /// `ListResourceTags`.
+    ListResourceTags,
+    /// `CreateKey`.
+    CreateKey,
+    /// `CreateAlias`.
+    CreateAlias,
+    /// `EnableKeyRotation`.
+    EnableKeyRotation,
+    /// `RotateKeyOnDemand`.
+    RotateKeyOnDemand,
+    /// `ListKeyRotations`.
+    ListKeyRotations,
+    /// `TagResource`.
+    TagResource,
+    /// `UntagResource`.
+    UntagResource,
+    /// `ScheduleKeyDeletion`.
+    ScheduleKeyDeletion,
+    /// `CancelKeyDeletion`.
+    CancelKeyDeletion,
+    /// `EnableKey`.
+    EnableKey,
+    /// `ListAliases`.
+    ListAliases,
 }
 
 impl Operation {
@@ -129,6 +197,18 @@ impl Operation {
             Self::Decrypt => "Decrypt",
             Self::DescribeKey => "DescribeKey",
             Self::GetKeyRotationStatus => "GetKeyRotationStatus",
+            Self::ListResourceTags => "ListResourceTags",
+            Self::CreateKey => "CreateKey",
+            Self::CreateAlias => "CreateAlias",
+            Self::EnableKeyRotation => "EnableKeyRotation",
+            Self::RotateKeyOnDemand => "RotateKeyOnDemand",
+            Self::ListKeyRotations => "ListKeyRotations",
+            Self::TagResource => "TagResource",
+            Self::UntagResource => "UntagResource",
+            Self::ScheduleKeyDeletion => "ScheduleKeyDeletion",
+            Self::CancelKeyDeletion => "CancelKeyDeletion",
+            Self::EnableKey => "EnableKey",
+            Self::ListAliases => "ListAliases",
         }
     }
 }
@@ -215,8 +295,10 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 ///
 /// * `AccessDeniedException` and authentication failures: [`ProviderError::Denied`] (403).
 /// * `NotFoundException`: [`ProviderError::NotFound`] (404).
-/// * `DisabledException`, `KMSInvalidStateException` (pending deletion, pending import,
-///   disabled): [`ProviderError::Disabled`] (403). These states last until an operator acts;
+/// * `KMSInvalidStateException` for a key pending deletion: [`ProviderError::Destroyed`] (404):
+///   the key was shredded and will be gone when the waiting period ends.
+/// * `DisabledException`, `KMSInvalidStateException` (pending import, disabled):
+///   [`ProviderError::Disabled`] (403). These states last until an operator acts;
 ///   a 503 would make every client retry in vain. `KeyUnavailableException` (a custom key store
 ///   that is briefly disconnected) is the retryable case: [`ProviderError::Unavailable`].
 /// * `InvalidCiphertextException`, `IncorrectKeyException` (and a `ValidationException` on
@@ -254,6 +336,13 @@ where
                 | "ExpiredTokenException"
                 | "KMSAccessDeniedException" => ProviderError::Denied(detail),
                 "NotFoundException" => ProviderError::NotFound(detail),
+                "KMSInvalidStateException"
+                    if service
+                        .message()
+                        .is_some_and(|m| m.to_ascii_lowercase().contains("pending deletion")) =>
+                {
+                    ProviderError::Destroyed(detail)
+                }
                 "DisabledException" | "KMSInvalidStateException" => ProviderError::Disabled(detail),
                 "InvalidCiphertextException" | "IncorrectKeyException" => ProviderError::Invalid,
                 "ValidationException" if operation == Operation::Decrypt => ProviderError::Invalid,
@@ -427,6 +516,29 @@ impl AwsKms {
     }
 }
 
+/// Refuses ([`ProviderError::Disabled`]) when the key `key_arn` carries the decrypt-only tag.
+async fn refuse_if_decrypt_only(client: &Client, key_arn: &str) -> Result<(), ProviderError> {
+    let output = client
+        .list_resource_tags()
+        .key_id(key_arn)
+        .limit(50)
+        .send()
+        .await
+        .map_err(|error| classify(Operation::ListResourceTags, &error))?;
+    if is_tagged_decrypt_only(output.tags()) {
+        return Err(ProviderError::Disabled(format!(
+            "AWS KMS key {key_arn} is tagged {DECRYPT_ONLY_TAG}={DECRYPT_ONLY_VALUE}: the namespace \
+             is decrypt-only"
+        )));
+    }
+    Ok(())
+}
+
+fn is_tagged_decrypt_only(tags: &[Tag]) -> bool {
+    tags.iter()
+        .any(|tag| tag.tag_key() == DECRYPT_ONLY_TAG && tag.tag_value() == DECRYPT_ONLY_VALUE)
+}
+
 #[async_trait]
 impl KeyProvider for AwsKms {
     fn kind(&self) -> ProviderKind {
@@ -471,6 +583,9 @@ impl KeyProvider for AwsKms {
             .take()
             .filter(|arn| is_key_arn(arn) && arn.len() <= MAX_KEK_REF_LEN)
             .ok_or_else(|| bad_response("KeyId missing or not a key ARN"))?;
+        // Decrypt-only is a tag on the key (see the module docs): checked on every mint, which
+        // happens once per data key. The data key just minted is dropped (zeroized) unused.
+        refuse_if_decrypt_only(client, &key_arn).await?;
         Ok(GeneratedKey {
             plaintext,
             wrapped: WrappedKey::new(wrapped),
@@ -618,6 +733,378 @@ impl KeyProvider for AwsKms {
         self.record_credentials_checked(now, resolved.expiry());
         Ok(())
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Administration: every KMS call below is in ADMIN_ACTIONS (checked by a unit test).
+
+/// A tag, built from constant-length parts (the builder only fails on missing fields).
+fn tag(key: &str, value: &str) -> Result<Tag, ProviderError> {
+    Tag::builder()
+        .tag_key(key)
+        .tag_value(value)
+        .build()
+        .map_err(|error| ProviderError::Misconfigured(format!("AWS KMS tag: {error}")))
+}
+
+/// The service error code of an SDK error, if KMS answered one.
+fn service_code<E, R>(error: &SdkError<E, R>) -> Option<&str>
+where
+    E: ProvideErrorMetadata,
+{
+    match error {
+        SdkError::ServiceError(context) => context.err().code(),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl KeyAdmin for AwsKms {
+    async fn create_kek(&self, namespace: &str, key: &str) -> Result<CreatedKek, ProviderError> {
+        let client = self.client().await?;
+        match client.describe_key().key_id(key).send().await {
+            Ok(described) => {
+                let metadata = described.key_metadata().ok_or_else(|| {
+                    ProviderError::Unavailable("AWS KMS DescribeKey: no KeyMetadata".into())
+                })?;
+                let arn = metadata.arn().unwrap_or(metadata.key_id()).to_owned();
+                let mut notes = vec![format!("{key} already exists: key {arn}")];
+                if let Some(state) = metadata.key_state()
+                    && *state != KeyState::Enabled
+                {
+                    notes.push(format!(
+                        "warning: the key's state is {}: it cannot serve the namespace until an \
+                         operator acts (`kmscodec keys cancel-shred`, `aws kms enable-key`)",
+                        state.as_str()
+                    ));
+                }
+                return Ok(CreatedKek {
+                    created: false,
+                    key_id: arn,
+                    notes,
+                });
+            }
+            Err(error) if service_code(&error) == Some("NotFoundException") => {}
+            Err(error) => return Err(classify(Operation::DescribeKey, &error)),
+        }
+        let Some(alias) = key.strip_prefix("alias/") else {
+            return Err(ProviderError::NotFound(format!(
+                "AWS KMS key {key} does not exist; `keys create` makes new keys only for alias \
+                 references (alias/kmscodec/<namespace>)"
+            )));
+        };
+        let created = client
+            .create_key()
+            .description(format!(
+                "kmscodec key-encryption key for Temporal namespace {namespace}"
+            ))
+            .key_usage(KeyUsageType::EncryptDecrypt)
+            .key_spec(KeySpec::SymmetricDefault)
+            .tags(tag(NAMESPACE_TAG, namespace)?)
+            .send()
+            .await
+            .map_err(|error| classify(Operation::CreateKey, &error))?;
+        let arn = created
+            .key_metadata()
+            .and_then(|metadata| metadata.arn())
+            .map(str::to_owned)
+            .ok_or_else(|| ProviderError::Unavailable("AWS KMS CreateKey: no key ARN".into()))?;
+        client
+            .enable_key_rotation()
+            .key_id(&arn)
+            .send()
+            .await
+            .map_err(|error| classify(Operation::EnableKeyRotation, &error))?;
+        match client
+            .create_alias()
+            .alias_name(key)
+            .target_key_id(&arn)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(error) if service_code(&error) == Some("AlreadyExistsException") => {
+                // Another `keys create` won the race: retire the key made here, keep theirs.
+                let duplicate = created
+                    .key_metadata()
+                    .map(|metadata| metadata.key_id().to_owned())
+                    .unwrap_or_else(|| arn.clone());
+                client
+                    .schedule_key_deletion()
+                    .key_id(&duplicate)
+                    .pending_window_in_days(7)
+                    .send()
+                    .await
+                    .map_err(|error| classify(Operation::ScheduleKeyDeletion, &error))?;
+                let existing = client
+                    .describe_key()
+                    .key_id(key)
+                    .send()
+                    .await
+                    .map_err(|error| classify(Operation::DescribeKey, &error))?;
+                let winner = existing
+                    .key_metadata()
+                    .and_then(|metadata| metadata.arn())
+                    .unwrap_or_default()
+                    .to_owned();
+                return Ok(CreatedKek {
+                    created: false,
+                    key_id: winner.clone(),
+                    notes: vec![format!(
+                        "{key} was created concurrently (key {winner}); the duplicate key {arn} \
+                         is scheduled for deletion in 7 days"
+                    )],
+                });
+            }
+            Err(error) => return Err(classify(Operation::CreateAlias, &error)),
+        }
+        Ok(CreatedKek {
+            created: true,
+            key_id: arn.clone(),
+            notes: vec![
+                format!(
+                    "symmetric key {arn} (SYMMETRIC_DEFAULT, ENCRYPT_DECRYPT), tagged \
+                     {NAMESPACE_TAG}={namespace}, automatic rotation enabled, alias alias/{alias}"
+                ),
+                "the key has the default key policy: replace it with \
+                 policies/aws/kms-key-policy.json (aws kms put-key-policy)"
+                    .to_owned(),
+            ],
+        })
+    }
+
+    async fn rotate_kek(&self, key: &str) -> Result<RotatedKek, ProviderError> {
+        let client = self.client().await?;
+        let arn = key_arn(client, key).await?;
+        client
+            .rotate_key_on_demand()
+            .key_id(&arn)
+            .send()
+            .await
+            .map_err(|error| classify(Operation::RotateKeyOnDemand, &error))?;
+        Ok(RotatedKek {
+            version: None,
+            notes: vec![
+                format!("on-demand rotation of {arn} started"),
+                "KMS keeps every key material version inside the key; the key ARN (and every \
+                 payload header) stays the same"
+                    .to_owned(),
+            ],
+        })
+    }
+
+    async fn set_decrypt_only(
+        &self,
+        key: &str,
+        decrypt_only: bool,
+    ) -> Result<Vec<String>, ProviderError> {
+        let client = self.client().await?;
+        let arn = key_arn(client, key).await?;
+        if decrypt_only {
+            client
+                .tag_resource()
+                .key_id(&arn)
+                .tags(tag(DECRYPT_ONLY_TAG, DECRYPT_ONLY_VALUE)?)
+                .send()
+                .await
+                .map_err(|error| classify(Operation::TagResource, &error))?;
+            Ok(vec![format!(
+                "tagged {arn} {DECRYPT_ONLY_TAG}={DECRYPT_ONLY_VALUE}: kmscodec refuses data keys \
+                 minted under it, and the sidecar IAM policy denies GenerateDataKey on it"
+            )])
+        } else {
+            client
+                .untag_resource()
+                .key_id(&arn)
+                .tag_keys(DECRYPT_ONLY_TAG)
+                .send()
+                .await
+                .map_err(|error| classify(Operation::UntagResource, &error))?;
+            Ok(vec![format!(
+                "removed the {DECRYPT_ONLY_TAG} tag from {arn}"
+            )])
+        }
+    }
+
+    async fn shred_kek(
+        &self,
+        key: &str,
+        request: ShredRequest,
+    ) -> Result<ShreddedKek, ProviderError> {
+        if request.immediately || !DELETION_WINDOW_DAYS.contains(&request.pending_days) {
+            return Err(ProviderError::Misconfigured(format!(
+                "AWS KMS destroys keys only after a waiting period of {} to {} days",
+                DELETION_WINDOW_DAYS.start(),
+                DELETION_WINDOW_DAYS.end()
+            )));
+        }
+        let client = self.client().await?;
+        let (arn, key_id) = key_ids(client, key).await?;
+        let days = i32::try_from(request.pending_days).unwrap_or(30);
+        let scheduled = client
+            .schedule_key_deletion()
+            .key_id(&key_id)
+            .pending_window_in_days(days)
+            .send()
+            .await
+            .map_err(|error| classify(Operation::ScheduleKeyDeletion, &error))?;
+        let destroy_after = scheduled.deletion_date().map(|date| date.to_string());
+        Ok(ShreddedKek {
+            destroyed_now: false,
+            destroy_after,
+            notes: vec![
+                format!(
+                    "{arn} is pending deletion: KMS refuses every use of it now and destroys it \
+                     after {days} days, with its aliases"
+                ),
+                "`kmscodec keys cancel-shred` (CancelKeyDeletion, then EnableKey) restores it \
+                 until then"
+                    .to_owned(),
+            ],
+        })
+    }
+
+    async fn cancel_shred(&self, key: &str) -> Result<Vec<String>, ProviderError> {
+        let client = self.client().await?;
+        let (arn, key_id) = key_ids(client, key).await?;
+        client
+            .cancel_key_deletion()
+            .key_id(&key_id)
+            .send()
+            .await
+            .map_err(|error| classify(Operation::CancelKeyDeletion, &error))?;
+        // A cancelled deletion leaves the key disabled.
+        client
+            .enable_key()
+            .key_id(&key_id)
+            .send()
+            .await
+            .map_err(|error| classify(Operation::EnableKey, &error))?;
+        Ok(vec![format!(
+            "deletion of {arn} cancelled and the key enabled again"
+        )])
+    }
+
+    async fn list_keks(&self) -> Result<Vec<String>, ProviderError> {
+        let client = self.client().await?;
+        let mut names = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = client
+                .list_aliases()
+                .set_marker(marker.take())
+                .limit(100)
+                .send()
+                .await
+                .map_err(|error| classify(Operation::ListAliases, &error))?;
+            names.extend(
+                page.aliases()
+                    .iter()
+                    .filter(|alias| alias.target_key_id().is_some())
+                    .filter_map(|alias| alias.alias_name())
+                    .filter(|name| !name.starts_with("alias/aws/"))
+                    .map(str::to_owned),
+            );
+            match page.next_marker() {
+                Some(next) if page.truncated() => marker = Some(next.to_owned()),
+                _ => break,
+            }
+        }
+        Ok(names)
+    }
+
+    async fn inspect_kek(&self, key: &str) -> Result<KeyDescription, ProviderError> {
+        let mut description = self.describe(key).await?;
+        let client = self.client().await?;
+        let arn = key_arn(client, key).await?;
+        match client
+            .list_resource_tags()
+            .key_id(&arn)
+            .limit(50)
+            .send()
+            .await
+        {
+            Ok(output) if is_tagged_decrypt_only(output.tags()) => {
+                description.encrypt_enabled = false;
+                description.notes.push(format!(
+                    "decrypt-only: tagged {DECRYPT_ONLY_TAG}={DECRYPT_ONLY_VALUE}"
+                ));
+            }
+            Ok(_) => {}
+            Err(error) => description.notes.push(format!(
+                "decrypt-only state unknown: {}",
+                classify(Operation::ListResourceTags, &error)
+            )),
+        }
+        // KMS does not number key material versions; number them by rotation date, the key's
+        // creation being version 1.
+        match client
+            .list_key_rotations()
+            .key_id(&arn)
+            .limit(1000)
+            .send()
+            .await
+        {
+            Ok(output) => {
+                let created = described_creation(client, &arn).await;
+                description.versions.push(KekVersion {
+                    version: 1,
+                    created_at: created,
+                });
+                for (index, rotation) in output.rotations().iter().enumerate() {
+                    description.versions.push(KekVersion {
+                        version: u32::try_from(index + 2).unwrap_or(u32::MAX),
+                        created_at: rotation.rotation_date().map(|date| date.to_string()),
+                    });
+                }
+                description.primary_version = u32::try_from(description.versions.len()).ok();
+                description.notes.push(
+                    "versions are numbered by kmscodec from the key's rotation history; payload \
+                     headers name the key ARN only (version 0)"
+                        .to_owned(),
+                );
+            }
+            Err(error) => description.notes.push(format!(
+                "rotation history not available: {}",
+                classify(Operation::ListKeyRotations, &error)
+            )),
+        }
+        Ok(description)
+    }
+}
+
+/// The key ARN behind a key reference (alias, id or ARN).
+async fn key_arn(client: &Client, key: &str) -> Result<String, ProviderError> {
+    Ok(key_ids(client, key).await?.0)
+}
+
+/// The key ARN and the bare key id behind a key reference. Key state changes
+/// (`ScheduleKeyDeletion`, `CancelKeyDeletion`, `EnableKey`) are sent the bare id: KMS accepts
+/// either, and moto 5.2 (the test server) only the id.
+async fn key_ids(client: &Client, key: &str) -> Result<(String, String), ProviderError> {
+    let described = client
+        .describe_key()
+        .key_id(key)
+        .send()
+        .await
+        .map_err(|error| classify(Operation::DescribeKey, &error))?;
+    let metadata = described
+        .key_metadata()
+        .ok_or_else(|| ProviderError::Unavailable("AWS KMS DescribeKey: no KeyMetadata".into()))?;
+    let arn = metadata
+        .arn()
+        .map(str::to_owned)
+        .ok_or_else(|| ProviderError::Unavailable("AWS KMS DescribeKey: no key ARN".into()))?;
+    Ok((arn, metadata.key_id().to_owned()))
+}
+
+/// The creation date of the key `arn`, if KMS says.
+async fn described_creation(client: &Client, arn: &str) -> Option<String> {
+    let described = client.describe_key().key_id(arn).send().await.ok()?;
+    described
+        .key_metadata()?
+        .creation_date()
+        .map(|date| date.to_string())
 }
 
 #[cfg(test)]
@@ -779,8 +1266,9 @@ mod tests {
         assert!(!format!("{provider:?}").contains("secret"));
     }
 
-    /// `CALLED_ACTIONS` and `DESCRIBE_ACTIONS` are exactly the operations called on a `client`
-    /// in this file, and the describe-only ones are called only from `describe`.
+    /// `CALLED_ACTIONS`, `DESCRIBE_ACTIONS` and `ADMIN_ACTIONS` are exactly the operations
+    /// called on a `client` in this file: by the serving code, by `describe`, and by the
+    /// administration section.
     #[test]
     fn called_actions_match_the_call_sites() {
         let source = include_str!("aws_kms.rs");
@@ -789,8 +1277,13 @@ mod tests {
         let describe_end = code[describe_start..]
             .find("async fn health(")
             .map_or(code.len(), |end| describe_start + end);
+        // Administration: from the marker comment to the tests.
+        let admin_start = code
+            .find("// Administration: every KMS call below")
+            .unwrap_or(code.len());
         let mut serving = std::collections::BTreeSet::new();
         let mut describing = std::collections::BTreeSet::new();
+        let mut administering = std::collections::BTreeSet::new();
         let mut rest = code;
         let mut offset = 0;
         while let Some(found) = rest.find("client") {
@@ -823,7 +1316,9 @@ mod tests {
                 })
                 .collect();
             let action = format!("kms:{action}");
-            if (describe_start..describe_end).contains(&start) {
+            if start >= admin_start {
+                administering.insert(action);
+            } else if (describe_start..describe_end).contains(&start) {
                 describing.insert(action);
             } else {
                 serving.insert(action);
@@ -833,7 +1328,16 @@ mod tests {
             CALLED_ACTIONS.iter().map(|a| a.to_string()).collect();
         let described: std::collections::BTreeSet<String> =
             DESCRIBE_ACTIONS.iter().map(|a| a.to_string()).collect();
-        assert_eq!(serving, called, "operations called outside describe");
+        let administered: std::collections::BTreeSet<String> =
+            ADMIN_ACTIONS.iter().map(|a| a.to_string()).collect();
+        assert_eq!(serving, called, "operations called by the serving code");
         assert_eq!(describing, described, "operations called by describe");
+        assert_eq!(administering, administered, "operations called by KeyAdmin");
+        assert!(
+            CONTEXTLESS_ACTIONS
+                .iter()
+                .all(|a| CALLED_ACTIONS.contains(a)),
+            "CONTEXTLESS_ACTIONS must be sidecar actions"
+        );
     }
 }

@@ -7,6 +7,12 @@
 //! The file is refused when group or others can read it, written atomically (temporary file,
 //! fsync, rename) with mode 0600, and its material is never printed. Changes made by another
 //! process (`kmscodec keys ...`) are picked up on the next provider call.
+//!
+//! Shredding a key (`keys shred`) either removes it from the file at once or marks it with
+//! `destroy_after`: from then on it neither mints nor unwraps ([`ProviderError::Destroyed`]),
+//! and the next write to the file after that time removes its material. Until then
+//! `keys cancel-shred` restores it. Backups of the file made earlier still hold the material:
+//! shredding a local key is only as final as the destruction of those backups.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -22,7 +28,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{GeneratedKey, KekVersion, KeyDescription, KeyProvider, ProviderError};
+use super::{
+    CreatedKek, GeneratedKey, KekVersion, KeyAdmin, KeyDescription, KeyProvider, ProviderError,
+    RotatedKek, ShredRequest, ShreddedKek,
+};
 use crate::secret::{DATA_KEY_LEN, DataKey, KekRef, ProviderKind, WrappedKey};
 
 /// The `format` value of a keyring file this build reads and writes.
@@ -105,14 +114,34 @@ fn misconfigured(path: &Path, what: impl std::fmt::Display) -> ProviderError {
 }
 
 fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
+    rfc3339(time::OffsetDateTime::now_utc())
+}
+
+fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.replace_nanosecond(0)
         .ok()
         .and_then(|t| {
             t.format(&time::format_description::well_known::Rfc3339)
                 .ok()
         })
         .unwrap_or_default()
+}
+
+/// Whether a `destroy_after` time has passed. An unreadable time counts as passed: the key was
+/// meant to go, and failing towards destruction is what the operator asked for.
+fn destruction_due(destroy_after: &str, now: time::OffsetDateTime) -> bool {
+    time::OffsetDateTime::parse(
+        destroy_after,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .map(|at| at <= now)
+    .unwrap_or(true)
+}
+
+fn destroyed(key: &str, destroy_after: &str) -> ProviderError {
+    ProviderError::Destroyed(format!(
+        "local key {key:?} was shredded (destruction after {destroy_after})"
+    ))
 }
 
 /// Refuses a keyring file that group or others can read or write.
@@ -357,6 +386,18 @@ impl LocalFile {
             .map_err(|_| misconfigured(&self.path, "state lock poisoned"))?;
         let mut loaded = read_file(&self.path)?;
         let value = change(&mut loaded)?;
+        // Every write also removes the material of keys whose destruction is due.
+        let now = time::OffsetDateTime::now_utc();
+        loaded.keys.retain(|name, key| {
+            let due = key
+                .destroy_after
+                .as_deref()
+                .is_some_and(|after| destruction_due(after, now));
+            if due {
+                tracing::info!(path = %self.path.display(), key = %name, "shredded local key destroyed");
+            }
+            !due
+        });
         write_file(&self.path, &loaded)?;
         *state = Arc::new(read_file(&self.path)?);
         Ok(value)
@@ -380,6 +421,9 @@ impl LocalFile {
                 .keys
                 .get_mut(key)
                 .ok_or_else(|| ProviderError::NotFound(key.to_owned()))?;
+            if let Some(after) = &stored.destroy_after {
+                return Err(destroyed(key, after));
+            }
             let next = stored.versions.keys().next_back().copied().unwrap_or(0) + 1;
             stored
                 .versions
@@ -396,6 +440,9 @@ impl LocalFile {
                 .keys
                 .get_mut(key)
                 .ok_or_else(|| ProviderError::NotFound(key.to_owned()))?;
+            if let Some(after) = &stored.destroy_after {
+                return Err(destroyed(key, after));
+            }
             stored.encrypt_enabled = enabled;
             Ok(())
         })
@@ -410,6 +457,45 @@ impl LocalFile {
                 .remove(key)
                 .map(|_| ())
                 .ok_or_else(|| ProviderError::NotFound(key.to_owned()))
+        })
+    }
+
+    /// Marks `key` for destruction at `after`: from now on it neither mints nor unwraps, and the
+    /// first write to the file after `after` removes its material. Returns the time (RFC 3339).
+    pub fn schedule_destruction(
+        &self,
+        key: &str,
+        after: time::OffsetDateTime,
+    ) -> Result<String, ProviderError> {
+        let after = rfc3339(after);
+        self.update(|loaded| {
+            let stored = loaded
+                .keys
+                .get_mut(key)
+                .ok_or_else(|| ProviderError::NotFound(key.to_owned()))?;
+            if let Some(existing) = &stored.destroy_after {
+                // Never postpone a destruction already scheduled.
+                return Ok(existing.clone());
+            }
+            stored.destroy_after = Some(after.clone());
+            Ok(after)
+        })
+    }
+
+    /// Cancels a scheduled destruction of `key` (before it is due). Returns whether one was
+    /// scheduled. The key comes back as it was before, encryption setting included.
+    pub fn cancel_destruction(&self, key: &str) -> Result<bool, ProviderError> {
+        self.update(|loaded| {
+            let stored = loaded
+                .keys
+                .get_mut(key)
+                .ok_or_else(|| ProviderError::NotFound(key.to_owned()))?;
+            if let Some(after) = &stored.destroy_after
+                && destruction_due(after, time::OffsetDateTime::now_utc())
+            {
+                return Err(destroyed(key, after));
+            }
+            Ok(stored.destroy_after.take().is_some())
         })
     }
 
@@ -459,7 +545,10 @@ impl KeyProvider for LocalFile {
             .keys
             .get(key)
             .ok_or_else(|| ProviderError::NotFound(format!("local key {key:?}")))?;
-        if !stored.encrypt_enabled || stored.destroy_after.is_some() {
+        if let Some(after) = &stored.destroy_after {
+            return Err(destroyed(key, after));
+        }
+        if !stored.encrypt_enabled {
             return Err(ProviderError::Disabled(format!(
                 "local key {key:?} is in decrypt-only mode"
             )));
@@ -509,6 +598,9 @@ impl KeyProvider for LocalFile {
             .keys
             .get(&kek.key)
             .ok_or_else(|| ProviderError::NotFound(format!("local key {:?}", kek.key)))?;
+        if let Some(after) = &stored.destroy_after {
+            return Err(destroyed(&kek.key, after));
+        }
         let (_, material) = stored
             .versions
             .get(&kek.version)
@@ -543,7 +635,10 @@ impl KeyProvider for LocalFile {
         let mut notes = vec![format!("keyring file {}", self.path.display())];
         notes.push(format!("created {}", stored.created_at));
         if let Some(after) = &stored.destroy_after {
-            notes.push(format!("scheduled for destruction after {after}"));
+            notes.push(format!(
+                "shredded: unusable now, material destroyed at the first write to the file after \
+                 {after} (`kmscodec keys cancel-shred` restores it until then)"
+            ));
         }
         Ok(KeyDescription {
             provider: ProviderKind::LocalFile.as_str().to_owned(),
@@ -558,13 +653,114 @@ impl KeyProvider for LocalFile {
                 })
                 .collect(),
             encrypt_enabled: stored.encrypt_enabled && stored.destroy_after.is_none(),
-            decrypt_enabled: true,
+            decrypt_enabled: stored.destroy_after.is_none(),
             notes,
         })
     }
 
     async fn health(&self) -> Result<(), ProviderError> {
         self.current().map(|_| ())
+    }
+}
+
+#[async_trait]
+impl KeyAdmin for LocalFile {
+    async fn create_kek(&self, _namespace: &str, key: &str) -> Result<CreatedKek, ProviderError> {
+        let created = self.create_key(key)?;
+        let mut notes = vec![format!("keyring file {}", self.path.display())];
+        if !created {
+            let loaded = self.current()?;
+            if let Some(stored) = loaded.keys.get(key) {
+                if let Some(after) = &stored.destroy_after {
+                    notes.push(format!(
+                        "the existing key is shredded (destruction after {after}): it cannot be \
+                         used; cancel with `kmscodec keys cancel-shred` or pick another key name"
+                    ));
+                } else if !stored.encrypt_enabled {
+                    notes.push("the existing key is decrypt-only".to_owned());
+                }
+            }
+        }
+        Ok(CreatedKek {
+            created,
+            key_id: key.to_owned(),
+            notes,
+        })
+    }
+
+    async fn rotate_kek(&self, key: &str) -> Result<RotatedKek, ProviderError> {
+        let version = self.rotate_key(key)?;
+        Ok(RotatedKek {
+            version: Some(version),
+            notes: vec![format!(
+                "new version v{version} in {}; older versions stay in the file",
+                self.path.display()
+            )],
+        })
+    }
+
+    async fn set_decrypt_only(
+        &self,
+        key: &str,
+        decrypt_only: bool,
+    ) -> Result<Vec<String>, ProviderError> {
+        self.set_encrypt_enabled(key, !decrypt_only)?;
+        Ok(vec![format!(
+            "encrypt_enabled = {} in {}",
+            !decrypt_only,
+            self.path.display()
+        )])
+    }
+
+    async fn shred_kek(
+        &self,
+        key: &str,
+        request: ShredRequest,
+    ) -> Result<ShreddedKek, ProviderError> {
+        let backups = "copies of the keyring file (backups, snapshots) still hold the material: \
+                       destroy them too"
+            .to_owned();
+        if request.immediately {
+            self.destroy_key(key)?;
+            return Ok(ShreddedKek {
+                destroyed_now: true,
+                destroy_after: None,
+                notes: vec![format!("removed from {}", self.path.display()), backups],
+            });
+        }
+        let after =
+            time::OffsetDateTime::now_utc() + time::Duration::days(i64::from(request.pending_days));
+        let after = self.schedule_destruction(key, after)?;
+        Ok(ShreddedKek {
+            destroyed_now: false,
+            destroy_after: Some(after.clone()),
+            notes: vec![
+                format!(
+                    "unusable now; its material is removed from {} by the first `kmscodec keys` \
+                     write after {after} (or now with `kmscodec keys shred --now`)",
+                    self.path.display()
+                ),
+                "`kmscodec keys cancel-shred` restores it until then".to_owned(),
+                backups,
+            ],
+        })
+    }
+
+    async fn cancel_shred(&self, key: &str) -> Result<Vec<String>, ProviderError> {
+        if self.cancel_destruction(key)? {
+            Ok(vec![format!(
+                "destruction cancelled: key {key:?} in {} is usable again",
+                self.path.display()
+            )])
+        } else {
+            Ok(vec![format!(
+                "key {key:?} was not scheduled for destruction"
+            )])
+        }
+    }
+
+    async fn list_keks(&self) -> Result<Vec<String>, ProviderError> {
+        self.key_names()
     }
 }
 
@@ -661,6 +857,63 @@ mod tests {
         assert!(matches!(
             provider.generate_data_key("ns", "dev").await,
             Err(ProviderError::Disabled(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn shredded_keys_are_unusable_then_destroyed_unless_cancelled() {
+        let (_dir, provider) = provider();
+        provider.create_key("other").unwrap();
+        let old = provider.generate_data_key("ns", "dev").await.unwrap();
+        let request = ShredRequest {
+            pending_days: 7,
+            immediately: false,
+        };
+        let shredded = provider.shred_kek("dev", request).await.unwrap();
+        assert!(!shredded.destroyed_now);
+        assert!(shredded.destroy_after.is_some());
+        assert!(matches!(
+            provider.generate_data_key("ns", "dev").await,
+            Err(ProviderError::Destroyed(_))
+        ));
+        assert!(matches!(
+            provider.unwrap_data_key("ns", &old.kek, &old.wrapped).await,
+            Err(ProviderError::Destroyed(_))
+        ));
+        let described = provider.describe("dev").await.unwrap();
+        assert!(!described.encrypt_enabled && !described.decrypt_enabled);
+        // Cancelled within the waiting period: as before.
+        assert!(provider.cancel_destruction("dev").unwrap());
+        provider
+            .unwrap_data_key("ns", &old.kek, &old.wrapped)
+            .await
+            .unwrap();
+        // Due: every write removes the material of due keys (this one is due as it is
+        // written), and a cancel is too late.
+        let past = time::OffsetDateTime::now_utc() - time::Duration::seconds(1);
+        provider.schedule_destruction("dev", past).unwrap();
+        assert!(matches!(
+            provider.cancel_destruction("dev"),
+            Err(ProviderError::NotFound(_))
+        ));
+        assert_eq!(provider.key_names().unwrap(), vec!["other".to_owned()]);
+        let text = fs::read_to_string(provider.path()).unwrap();
+        assert!(!text.contains("\"dev\""), "{text}");
+        // Immediately: gone at once.
+        let now = ShredRequest {
+            pending_days: 7,
+            immediately: true,
+        };
+        assert!(
+            provider
+                .shred_kek("other", now)
+                .await
+                .unwrap()
+                .destroyed_now
+        );
+        assert!(matches!(
+            provider.generate_data_key("ns", "other").await,
+            Err(ProviderError::NotFound(_))
         ));
     }
 

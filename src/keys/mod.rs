@@ -5,6 +5,9 @@
 //! (the keyring does that) and never imports the HTTP or gRPC stack. Every error says whether it
 //! is a denial, a missing key, an outage (retryable) or bad input, so transports can answer
 //! 403/404/503/400 without knowing which backend is behind them.
+//!
+//! [`KeyAdmin`] is the operators' side of the same backends (create, rotate, decrypt-only,
+//! shred): only `kmscodec keys ...` and [`crate::admin`] call it, never the serving path.
 
 use std::fmt;
 
@@ -76,6 +79,11 @@ pub enum ProviderError {
     /// The key exists but may not be used for this operation now (disabled, pending deletion).
     #[error("key disabled: {0}")]
     Disabled(String),
+    /// The key was crypto-shredded: destroyed, or scheduled for destruction and unusable until
+    /// then. Payloads sealed under it will never open again (unless a scheduled destruction is
+    /// cancelled in time).
+    #[error("key destroyed: {0}")]
+    Destroyed(String),
     /// The provider could not be reached or failed; retrying later may succeed.
     #[error("key provider unavailable: {0}")]
     Unavailable(String),
@@ -99,6 +107,7 @@ impl ProviderError {
             Self::Denied(_) => "denied",
             Self::NotFound(_) => "not_found",
             Self::Disabled(_) => "disabled",
+            Self::Destroyed(_) => "destroyed",
             Self::Unavailable(_) => "unavailable",
             Self::Invalid => "invalid",
             Self::Misconfigured(_) => "misconfigured",
@@ -135,4 +144,92 @@ pub trait KeyProvider: Send + Sync + 'static {
 
     /// Checks that the backend is reachable and usable.
     async fn health(&self) -> Result<(), ProviderError>;
+}
+
+/// What [`KeyAdmin::create_kek`] did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CreatedKek {
+    /// False when the key already existed: create is idempotent and changes nothing then.
+    pub created: bool,
+    /// The provider's own identifier of the key (transit key name, key ARN, local key name).
+    pub key_id: String,
+    /// What was set, and anything about an existing key that differs from what create sets.
+    pub notes: Vec<String>,
+}
+
+/// What [`KeyAdmin::rotate_kek`] did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RotatedKek {
+    /// The new primary version, where the provider numbers versions (not AWS KMS).
+    pub version: Option<u32>,
+    /// Provider-specific details.
+    pub notes: Vec<String>,
+}
+
+/// How [`KeyAdmin::shred_kek`] destroys a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShredRequest {
+    /// Waiting period before the key material is destroyed (AWS KMS: 7 to 30 days; local file:
+    /// any). During it the key is unusable, and the destruction can be cancelled.
+    pub pending_days: u32,
+    /// Destroy now, without a waiting period (local file only; Vault always deletes at once).
+    pub immediately: bool,
+}
+
+/// What [`KeyAdmin::shred_kek`] did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ShreddedKek {
+    /// The key material is gone already.
+    pub destroyed_now: bool,
+    /// When it will be destroyed (RFC 3339), when the provider waits.
+    pub destroy_after: Option<String>,
+    /// Provider-specific details (how to cancel, what was cleaned up).
+    pub notes: Vec<String>,
+}
+
+/// Administration of the KEKs of one backend: the operators' side of a [`KeyProvider`].
+///
+/// Every method acts on the provider only. Running kmscodec processes learn about a change at
+/// their next provider call (a new data key, an unwrap); [`crate::admin`] tells them sooner
+/// through their admin API when asked to.
+#[async_trait]
+pub trait KeyAdmin: KeyProvider {
+    /// Creates the KEK `key` for `namespace` with kmscodec's safe settings if it does not exist
+    /// (idempotent): never exportable, deletion not allowed, rotation enabled where the provider
+    /// rotates by itself.
+    async fn create_kek(&self, namespace: &str, key: &str) -> Result<CreatedKek, ProviderError>;
+
+    /// Adds a new version of the KEK; new data keys are wrapped under it, payloads wrapped under
+    /// older versions keep opening.
+    async fn rotate_kek(&self, key: &str) -> Result<RotatedKek, ProviderError>;
+
+    /// Turns decrypt-only mode on (`true`: no new data key may be minted under `key`, existing
+    /// payloads keep opening) or off. Returns notes on how the provider enforces it.
+    async fn set_decrypt_only(
+        &self,
+        key: &str,
+        decrypt_only: bool,
+    ) -> Result<Vec<String>, ProviderError>;
+
+    /// Crypto-shreds the KEK: every payload sealed under any of its versions becomes unreadable
+    /// for good, once the waiting period (if any) is over.
+    async fn shred_kek(
+        &self,
+        key: &str,
+        request: ShredRequest,
+    ) -> Result<ShreddedKek, ProviderError>;
+
+    /// Cancels a scheduled destruction of `key` while its waiting period lasts, making it usable
+    /// again as it was. Providers that destroy at once answer [`ProviderError::Destroyed`].
+    async fn cancel_shred(&self, key: &str) -> Result<Vec<String>, ProviderError>;
+
+    /// The key references this provider holds that kmscodec may administer (local key names,
+    /// transit key names, AWS alias names), for listing the namespaces a `*` entry serves.
+    async fn list_keks(&self) -> Result<Vec<String>, ProviderError>;
+
+    /// Like [`KeyProvider::describe`], plus what only an administrator may read (decrypt-only
+    /// state, rotation history).
+    async fn inspect_kek(&self, key: &str) -> Result<KeyDescription, ProviderError> {
+        self.describe(key).await
+    }
 }

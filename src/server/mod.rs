@@ -4,6 +4,7 @@
 //! table in [`error`]. They never call key providers directly.
 
 pub mod admin;
+pub mod admin_api;
 pub mod error;
 pub mod grpc;
 pub mod http;
