@@ -263,19 +263,6 @@ impl App {
             Vec::new();
         log_listening("codec http", &codec_listener);
         let codec_app = router(self.state(), self.http_options());
-        // ---- ISSUE 9 (admin API), temporary mount --------------------------------------------
-        // The admin API (`/admin/v1/...`, `server::admin_api`) rides on the codec listener until
-        // it moves to the admin listener below: there, `.merge(...)` it into
-        // `server::admin::router(...)` and serve that with
-        // `into_make_service_with_connect_info::<SocketAddr>()`; then delete these lines.
-        let codec_app = codec_app
-            .merge(crate::server::admin_api::router(
-                Arc::clone(&self.keyring),
-                crate::server::admin_api::AdminApiOptions::from_config(&self.config.admin),
-            ))
-            // The peer address lets the admin API tell loopback callers from others.
-            .into_make_service_with_connect_info::<SocketAddr>();
-        // ---- end of the temporary mount ------------------------------------------------------
         let signal = drained(drain_rx.clone());
         tasks.push((
             "codec http",
@@ -287,7 +274,14 @@ impl App {
         ));
         if let Some(listener) = admin_listener {
             log_listening("admin", &listener);
-            let admin_app = crate::server::admin::router(self.state());
+            // Metrics and probes, plus the admin API; the peer address lets the admin API tell
+            // loopback callers from others.
+            let admin_app = crate::server::admin::router(self.state())
+                .merge(crate::server::admin_api::router(
+                    Arc::clone(&self.keyring),
+                    crate::server::admin_api::AdminApiOptions::from_config(&self.config.admin),
+                ))
+                .into_make_service_with_connect_info::<SocketAddr>();
             let signal = drained(drain_rx.clone());
             tasks.push((
                 "admin",

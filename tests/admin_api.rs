@@ -295,13 +295,18 @@ fn the_cli_talks_to_a_running_process_with_the_token() {
     .unwrap();
     assert_eq!(encoded.status, 200, "{}", encoded.text());
 
-    let anonymous =
-        http_request("GET", &format!("{}/admin/v1/namespaces", k.url()), &[], b"").unwrap();
+    let anonymous = http_request(
+        "GET",
+        &format!("{}/admin/v1/namespaces", k.admin_url()),
+        &[],
+        b"",
+    )
+    .unwrap();
     assert_eq!(anonymous.status, 401, "{}", anonymous.text());
 
     let config_path = dir.path().join("cli.toml");
     fs::write(&config_path, config_text(dir.path())).unwrap();
-    let url = k.url();
+    let url = k.admin_url();
     let cli = |extra: &[&str]| {
         let mut cmd = kmscodec_cmd(
             &dir.path().join("home"),

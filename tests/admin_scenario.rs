@@ -595,7 +595,7 @@ fn scenario(provider: Provider) {
     step("created alpha and beta");
 
     let k = fx.start_sidecar();
-    let sidecar = k.url();
+    let sidecar = k.admin_url();
     step("sidecar ready");
 
     // Encode, rotate the KEK (the sidecar switches data keys at once), encode, decode both.
