@@ -75,6 +75,25 @@ anyone who reaches the Service can use, unless explicitly allowed.
 {{- toJson $methods -}}
 {{- end -}}
 
+{{/* providers and namespaces, or the development keyring when both are empty (as JSON). */}}
+{{- define "kmscodec.devDefault" -}}
+{{- and (empty .Values.providers) (empty .Values.namespaces) | ternary "true" "" -}}
+{{- end -}}
+{{- define "kmscodec.providers" -}}
+{{- if include "kmscodec.devDefault" . -}}
+{{- dict "dev" (dict "kind" "local" "path" "/var/lib/kmscodec/keys/keyring.json" "create_missing" true) | toJson -}}
+{{- else -}}
+{{- .Values.providers | default dict | toJson -}}
+{{- end -}}
+{{- end -}}
+{{- define "kmscodec.namespaces" -}}
+{{- if include "kmscodec.devDefault" . -}}
+{{- dict "*" (dict "provider" "dev" "key" "dev") | toJson -}}
+{{- else -}}
+{{- .Values.namespaces | default dict | toJson -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The configuration file (TOML), from config, providers, namespaces and extraConfig. */}}
 {{- define "kmscodec.configToml" -}}
 {{- $v := .Values -}}
@@ -102,8 +121,8 @@ anyone who reaches the Service can use, unless explicitly allowed.
 {{- $_ := set $fixed "grpc_unix_socket" (include "kmscodec.socketPath" .) -}}
 {{- end -}}
 {{- $_ := set $config "server" (merge $fixed $server) -}}
-{{- $_ := set $config "providers" (deepCopy (default dict $v.providers)) -}}
-{{- $_ := set $config "namespaces" (deepCopy (default dict $v.namespaces)) -}}
+{{- $_ := set $config "providers" (include "kmscodec.providers" . | fromJson) -}}
+{{- $_ := set $config "namespaces" (include "kmscodec.namespaces" . | fromJson) -}}
 # Rendered by the kmscodec Helm chart from its values; every key: docs/configuration.md.
 {{- include "kmscodec.toml.table" (dict "path" list "table" $config) }}
 {{- with $v.extraConfig }}
