@@ -471,7 +471,7 @@ fn every_rendered_configuration_passes_kmscodec_config_check() {
 }
 
 /// The kmscodec container of the example worker: in initContainers (native) or containers.
-fn sidecar_container<'a>(documents: &'a [Value], native: bool) -> (&'a Value, &'a Value) {
+fn sidecar_container(documents: &[Value], native: bool) -> (&Value, &Value) {
     let worker = of_kind(documents, "Deployment")
         .into_iter()
         .find(|d| d["metadata"]["name"] == format!("{RELEASE}-example-worker"))
