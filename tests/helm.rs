@@ -689,3 +689,78 @@ fn sidecar_runs_non_root_read_only_and_its_probes_hit_real_endpoints() {
         started.elapsed()
     );
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn sidecar_templates_work_from_a_parent_chart() {
+    // tests/helm/parent-chart is the worker chart of the README, with this chart as a
+    // dependency in charts/ (as `helm dependency build` would put it).
+    let dir = common::temp_dir("helm-parent");
+    let parent = dir.path().join("workers");
+    copy_dir(
+        &common::repo_root().join("tests/helm/parent-chart"),
+        &parent,
+    );
+    copy_dir(&chart_dir(), &parent.join("charts/kmscodec"));
+    let out = common::run(
+        helm(&["lint", "--strict", parent.to_str().unwrap()], &[]),
+        TOOL_TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "helm lint --strict (parent)\n{}",
+        out.both()
+    );
+    let out = common::run(
+        helm(&["template", "w", parent.to_str().unwrap()], &[]),
+        TOOL_TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "helm template (parent)\n{}",
+        out.both()
+    );
+    let manifest = dir.path().join("parent.yaml");
+    fs::write(&manifest, &out.stdout).unwrap();
+    for version in ["1.29.0", "1.33.0"] {
+        let mut cmd = Command::new(common::tool("kubernetes-validate"));
+        cmd.args(["--strict", "-k", version]).arg(&manifest);
+        let out = common::run(cmd, TOOL_TIMEOUT);
+        assert!(
+            out.status.success(),
+            "kubernetes-validate {version}\n{}",
+            out.both()
+        );
+    }
+    let documents = yaml_documents(&out.stdout);
+    // The dependency's ConfigMap is the one the sidecar mounts, and the parent's values reach it.
+    let config_map = of_kind(&documents, "ConfigMap")[0];
+    assert_eq!(config_map["metadata"]["name"], "w-kmscodec");
+    assert!(config_toml(&documents).contains("[providers.kms]"));
+    let worker = of_kind(&documents, "Deployment")[0];
+    let pod = &worker["spec"]["template"]["spec"];
+    let sidecar = &pod["initContainers"][0];
+    assert_eq!(sidecar["name"], "kmscodec");
+    assert_eq!(sidecar["restartPolicy"], "Always");
+    assert_eq!(sidecar["securityContext"]["readOnlyRootFilesystem"], true);
+    let config_volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "kmscodec-config")
+        .unwrap();
+    assert_eq!(config_volume["configMap"]["name"], "w-kmscodec");
+    assert_eq!(pod["serviceAccountName"], "w-kmscodec");
+}
