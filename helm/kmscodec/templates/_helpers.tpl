@@ -121,6 +121,9 @@ anyone who reaches the Service can use, unless explicitly allowed.
 {{- $_ := set $fixed "grpc_unix_socket" (include "kmscodec.socketPath" .) -}}
 {{- end -}}
 {{- $_ := set $config "server" (merge $fixed $server) -}}
+{{- if $v.admin.tokenSecret.name -}}
+{{- $_ := set $config "admin" (dict "token_file" "/etc/kmscodec/admin/token") -}}
+{{- end -}}
 {{- $_ := set $config "providers" (include "kmscodec.providers" . | fromJson) -}}
 {{- $_ := set $config "namespaces" (include "kmscodec.namespaces" . | fromJson) -}}
 # Rendered by the kmscodec Helm chart from its values; every key: docs/configuration.md.

@@ -72,6 +72,11 @@ chart pass `.`; from a parent chart that has kmscodec as a dependency, pass
       mountPath: /var/lib/kmscodec
     - name: kmscodec-tmp
       mountPath: /tmp
+    {{- if $v.admin.tokenSecret.name }}
+    - name: kmscodec-admin-token
+      mountPath: /etc/kmscodec/admin
+      readOnly: true
+    {{- end }}
     {{- if eq $v.mode "server" }}
     {{- if $v.server.auth.tokens.principals }}
     - name: kmscodec-tokens
@@ -110,6 +115,17 @@ chart pass `.`; from a parent chart that has kmscodec as a dependency, pass
   emptyDir:
     medium: Memory
     sizeLimit: 16Mi
+{{- with $v.admin.tokenSecret }}
+{{- if .name }}
+- name: kmscodec-admin-token
+  secret:
+    secretName: {{ .name }}
+    defaultMode: 0440
+    items:
+      - key: {{ .key }}
+        path: token
+{{- end }}
+{{- end }}
 {{- if eq $v.mode "server" }}
 {{- if $v.server.auth.tokens.principals }}
 - name: kmscodec-tokens
