@@ -52,6 +52,7 @@ fn cases() -> Vec<Case> {
             name: "sidecar-fallback".into(),
             args: set(&[
                 "sidecar.native=false",
+                "admin.tokenSecret.name=kmscodec-admin",
                 "exampleWorker.enabled=true",
                 "networkPolicy.enabled=true",
                 "metrics.serviceMonitor.enabled=true",
@@ -572,7 +573,7 @@ fn sidecar_runs_non_root_read_only_and_its_probes_hit_real_endpoints() {
     // The probes: named port `admin`, which the configuration's admin_listen binds.
     let (pod, c) = sidecar_container(native, true);
     let toml_text = config_toml(native);
-    let mut config: toml::Table = toml_text.parse().expect("rendered TOML parses");
+    let config: toml::Table = toml_text.parse().expect("rendered TOML parses");
     let admin_port = port_number(c, "admin");
     let admin_listen = config["server"]["admin_listen"]
         .as_str()
@@ -627,8 +628,37 @@ fn sidecar_runs_non_root_read_only_and_its_probes_hit_real_endpoints() {
             && Path::new(&socket).starts_with(m["mountPath"].as_str().unwrap())
     }));
 
-    // Start the real binary on the rendered configuration, moved to a temp dir and free
-    // loopback ports, and request the probe paths on the probe port.
+    // Start the real binary on the rendered configuration and request the probe paths on the
+    // probe port: for the native case as rendered, and for the fallback case, which also sets
+    // an admin API token (probes and /metrics must not need it).
+    serve_rendered_config_and_probe(config, &probe_paths);
+    let (_, fallback_container) = sidecar_container(fallback, false);
+    let fallback_config: toml::Table = config_toml(fallback).parse().unwrap();
+    assert!(
+        fallback_config.contains_key("admin"),
+        "the fallback case sets an admin token"
+    );
+    let fallback_paths: Vec<(&str, String)> = ["startupProbe", "livenessProbe", "readinessProbe"]
+        .into_iter()
+        .map(|probe| {
+            let path = fallback_container[probe]["httpGet"]["path"]
+                .as_str()
+                .unwrap();
+            (probe, path.to_string())
+        })
+        .collect();
+    serve_rendered_config_and_probe(fallback_config, &fallback_paths);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Starts `kmscodec serve` on a rendered configuration, its listeners moved to free loopback
+/// ports, its socket and local keyrings into a temp dir (and an admin token file, if the
+/// configuration names one), then requests each probe path on the admin (probe) port.
+fn serve_rendered_config_and_probe(mut config: toml::Table, probe_paths: &[(&str, String)]) {
     let dir = common::temp_dir("helm-sidecar");
     let (listen_port, probe_port) = (common::free_port(), common::free_port());
     let server = config["server"].as_table_mut().unwrap();
@@ -651,6 +681,19 @@ fn sidecar_runs_non_root_read_only_and_its_probes_hit_real_endpoints() {
             provider.insert("path".into(), local.to_str().unwrap().into());
         }
     }
+    let admin_token = "helm-test-admin-token";
+    let with_token = config.contains_key("admin");
+    if with_token {
+        let token_file = dir.path().join("admin-token");
+        fs::write(&token_file, admin_token).unwrap();
+        fs::set_permissions(
+            &token_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        let admin = config["admin"].as_table_mut().unwrap();
+        admin.insert("token_file".into(), token_file.to_str().unwrap().into());
+    }
     let config_path = dir.path().join("kmscodec.toml");
     fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
     let cmd = common::kmscodec_cmd(
@@ -664,13 +707,27 @@ fn sidecar_runs_non_root_read_only_and_its_probes_hit_real_endpoints() {
         common::READY_TIMEOUT,
         || common::http_ok(&format!("{admin}/readyz")),
     );
-    for (probe, path) in &probe_paths {
+    for (probe, path) in probe_paths {
         assert_eq!(
             common::http_status(&format!("{admin}{path}")),
             Some(200),
             "{probe} {path} on the probe port\n{}",
             codec.log_tail(20)
         );
+    }
+    // Prometheus scrapes without credentials.
+    assert_eq!(common::http_status(&format!("{admin}/metrics")), Some(200));
+    if with_token {
+        let namespaces = format!("{admin}/admin/v1/namespaces");
+        assert_eq!(
+            common::http_status(&namespaces),
+            Some(401),
+            "admin API needs the token"
+        );
+        let bearer = format!("Bearer {admin_token}");
+        let answer =
+            common::http_request("GET", &namespaces, &[("Authorization", &bearer)], b"").unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.text());
     }
     assert!(common::port_open(listen_port), "the codec listener is up");
     assert!(socket_path.exists(), "the gRPC Unix socket is served");
@@ -682,11 +739,6 @@ fn sidecar_runs_non_root_read_only_and_its_probes_hit_real_endpoints() {
         codec.terminate(Duration::from_secs(25)).success(),
         "{}",
         codec.log_tail(20)
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(60),
-        "{:?}",
-        started.elapsed()
     );
 }
 
