@@ -69,6 +69,9 @@ anyone who reaches the Service can use, unless explicitly allowed.
 {{- end -}}
 {{- $methods = append $methods "jwt" -}}
 {{- end -}}
+{{- if and $methods (not $auth.rules) -}}
+{{- fail "server.auth.rules is empty: with authentication on, list who may decode and encode, e.g. [{principals: [\"token:oncall\", \"group:temporal-admins\"], namespaces: [\"*\"], roles: [\"read\"]}]" -}}
+{{- end -}}
 {{- if and (eq .Values.mode "server") (not $methods) (not $auth.allowUnauthenticated) -}}
 {{- fail "server mode needs authentication: set server.auth.tokens (existingSecret + principals) or server.auth.jwt (issuer, audiences, jwksUrl), or set server.auth.allowUnauthenticated=true to serve the codec to anyone who reaches the Service" -}}
 {{- end -}}
@@ -111,10 +114,13 @@ anyone who reaches the Service can use, unless explicitly allowed.
 {{- end -}}
 {{- with $v.server.auth.jwt -}}
 {{- if .issuer -}}
-{{- $_ := set $auth "jwt" (dict "issuer" .issuer "audiences" .audiences "jwks_url" .jwksUrl) -}}
+{{- $jwt := dict "issuer" .issuer "audiences" .audiences "jwks_url" .jwksUrl -}}
+{{- with .groupsClaim }}{{ $_ := set $jwt "groups_claim" . }}{{ end -}}
+{{- $_ := set $auth "jwt" $jwt -}}
 {{- end -}}
 {{- end -}}
 {{- $_ := set $config "auth" $auth -}}
+{{- $_ := set $config "authz" (dict "rules" $v.server.auth.rules) -}}
 {{- end -}}
 {{- else -}}
 {{- $_ := set $fixed "listen" (printf "127.0.0.1:%v" (int64 $v.ports.http)) -}}

@@ -10,7 +10,8 @@ string), lists inline, maps as [tables]. Keys that are not bare TOML keys ("*") 
 {{- if regexMatch "^[A-Za-z0-9_-]+$" . -}}{{ . }}{{- else -}}{{ toJson . }}{{- end -}}
 {{- end -}}
 
-{{/* A TOML value: string, bool, number (integers without a fraction) or a list of those. */}}
+{{/* A TOML value: string, bool, number (integers without a fraction), a list, or a map inside a
+list (an inline table). */}}
 {{- define "kmscodec.toml.value" -}}
 {{- $kind := kindOf . -}}
 {{- if eq $kind "string" -}}{{ toJson . }}
@@ -20,6 +21,9 @@ string), lists inline, maps as [tables]. Keys that are not bare TOML keys ("*") 
 {{- else if hasPrefix "int" $kind -}}{{ . }}
 {{- else if eq $kind "slice" -}}
 [{{- range $i, $item := . -}}{{- if $i }}, {{ end -}}{{- include "kmscodec.toml.value" $item -}}{{- end -}}]
+{{- else if eq $kind "map" -}}
+{{- /* an inline table: only inside lists ([[authz.rules]] written as rules = [{...}]) */ -}}
+{ {{- range $i, $key := keys . | sortAlpha -}}{{- if $i }}, {{ end -}}{{ include "kmscodec.toml.key" $key }} = {{ include "kmscodec.toml.value" (get $ $key) }}{{- end -}} }
 {{- else -}}
 {{- fail (printf "kmscodec configuration: cannot write a %s as a TOML value (%v)" $kind .) -}}
 {{- end -}}
