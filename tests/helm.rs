@@ -286,7 +286,7 @@ fn prometheus_operator_resources_match_their_crd_schemas() {
     let dir = common::temp_dir("helm-crds");
     let path = dir.path().join("resources.json");
     fs::write(&path, Value::Array(resources.clone()).to_string()).unwrap();
-    let mut cmd = Command::new("node");
+    let mut cmd = Command::new(common::tool("node"));
     cmd.arg(common::repo_root().join("tests/helm/validate_crds.mjs"))
         .arg(&module)
         .arg(&path);
@@ -311,7 +311,7 @@ fn prometheus_operator_resources_match_their_crd_schemas() {
         .clone();
     broken["spec"]["groups"][0]["rules"][0]["for"] = Value::from("five minutes");
     fs::write(&path, Value::Array(vec![broken]).to_string()).unwrap();
-    let mut cmd = Command::new("node");
+    let mut cmd = Command::new(common::tool("node"));
     cmd.arg(common::repo_root().join("tests/helm/validate_crds.mjs"))
         .arg(&module)
         .arg(&path);
