@@ -444,14 +444,14 @@ fn set_path(table: &mut toml::Table, path: &[String], value: String) -> Result<(
 }
 
 /// Reads the fields of one table, recording problems and which keys were used.
-struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     path: String,
     table: Option<&'a toml::Table>,
     used: BTreeSet<&'static str>,
 }
 
 impl<'a> Fields<'a> {
-    fn new(path: impl Into<String>, table: Option<&'a toml::Table>) -> Self {
+    pub(crate) fn new(path: impl Into<String>, table: Option<&'a toml::Table>) -> Self {
         Self {
             path: path.into(),
             table,
@@ -459,7 +459,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn field_path(&self, key: &str) -> String {
+    pub(crate) fn field_path(&self, key: &str) -> String {
         if self.path.is_empty() {
             key.to_owned()
         } else {
@@ -467,19 +467,19 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn raw(&mut self, key: &'static str) -> Option<&'a toml::Value> {
+    pub(crate) fn raw(&mut self, key: &'static str) -> Option<&'a toml::Value> {
         self.used.insert(key);
         self.table.and_then(|table| table.get(key))
     }
 
-    fn problem(&self, problems: &mut Vec<Problem>, key: &str, message: impl Into<String>) {
+    pub(crate) fn problem(&self, problems: &mut Vec<Problem>, key: &str, message: impl Into<String>) {
         problems.push(Problem {
             path: self.field_path(key),
             message: message.into(),
         });
     }
 
-    fn string(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<String> {
+    pub(crate) fn string(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<String> {
         match self.raw(key)? {
             toml::Value::String(text) => Some(text.clone()),
             other => {
@@ -493,7 +493,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn unsigned(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<u64> {
+    pub(crate) fn unsigned(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<u64> {
         let value = self.raw(key)?;
         let parsed = match value {
             toml::Value::Integer(number) => u64::try_from(*number).ok(),
@@ -510,7 +510,7 @@ impl<'a> Fields<'a> {
         parsed
     }
 
-    fn boolean(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<bool> {
+    pub(crate) fn boolean(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<bool> {
         let value = self.raw(key)?;
         let parsed = match value {
             toml::Value::Boolean(flag) => Some(*flag),
@@ -531,7 +531,7 @@ impl<'a> Fields<'a> {
         parsed
     }
 
-    fn duration(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<Duration> {
+    pub(crate) fn duration(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<Duration> {
         let value = self.raw(key)?;
         let parsed = match value {
             toml::Value::Integer(seconds) => u64::try_from(*seconds).ok().map(Duration::from_secs),
@@ -548,7 +548,7 @@ impl<'a> Fields<'a> {
         parsed
     }
 
-    fn strings(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<Vec<String>> {
+    pub(crate) fn strings(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<Vec<String>> {
         let value = self.raw(key)?;
         match value {
             toml::Value::Array(items) => {
@@ -582,7 +582,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn socket(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<SocketAddr> {
+    pub(crate) fn socket(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<SocketAddr> {
         let text = self.string(key, problems)?;
         match text.parse() {
             Ok(address) => Some(address),
@@ -597,7 +597,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn table(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<&'a toml::Table> {
+    pub(crate) fn table(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<&'a toml::Table> {
         match self.raw(key)? {
             toml::Value::Table(table) => Some(table),
             other => {
@@ -612,7 +612,7 @@ impl<'a> Fields<'a> {
     }
 
     /// Reports keys nobody asked for.
-    fn finish(self, problems: &mut Vec<Problem>) {
+    pub(crate) fn finish(self, problems: &mut Vec<Problem>) {
         let Some(table) = self.table else { return };
         for key in table.keys() {
             if !self.used.contains(key.as_str()) {
