@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit::AuditLog;
 use crate::codec::{Codec, CodecOptions};
 use crate::config::{Config, ProviderConfig};
 use crate::keyring::{Keyring, NamespacePolicy, Policies};
@@ -19,6 +20,8 @@ use crate::keys::{KeyProvider, ProviderError};
 use crate::metrics::{Metrics, MetricsError};
 use crate::server::grpc;
 use crate::server::http::{HttpOptions, router};
+use crate::server::listener::{self, ListenerOptions};
+use crate::server::tls::TlsReloader;
 use crate::server::{AppState, Readiness};
 
 /// Why the application could not be built or served.
@@ -46,6 +49,17 @@ pub enum AppError {
     /// The metrics registry could not be built (a bug).
     #[error(transparent)]
     Metrics(MetricsError),
+    /// A listener's TLS files are unusable.
+    #[error("{listener} TLS: {error}")]
+    Tls {
+        /// The listener.
+        listener: &'static str,
+        /// What failed.
+        error: crate::server::tls::TlsError,
+    },
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(crate::audit::AuditError),
     /// The gRPC Unix socket could not be bound.
     #[error("cannot listen on unix socket {path}: {error}")]
     BindUnix {
@@ -70,6 +84,10 @@ pub struct App {
     pub local_files: BTreeMap<String, Arc<LocalFile>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The audit log.
+    pub audit: Arc<AuditLog>,
+    /// Codec requests in flight, across listeners (`max_concurrent_requests`).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for App {
@@ -182,6 +200,13 @@ pub fn build(config: Config) -> Result<App, AppError> {
         },
     ));
     let metrics = Arc::new(Metrics::new(Arc::clone(&keyring)).map_err(AppError::Metrics)?);
+    let audit = Arc::new(AuditLog::open(&config.audit).map_err(AppError::Audit)?);
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(
+        config
+            .server
+            .max_concurrent_requests
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+    ));
     Ok(App {
         config,
         keyring,
@@ -189,6 +214,8 @@ pub fn build(config: Config) -> Result<App, AppError> {
         readiness: Arc::new(Readiness::default()),
         local_files,
         metrics,
+        audit,
+        in_flight,
     })
 }
 
@@ -201,6 +228,18 @@ impl App {
             namespace_from_path: server.namespace_from_path,
             request_timeout: server.request_timeout,
             cors: server.cors.clone(),
+            listener: "worker",
+            token_cookie: None,
+        }
+    }
+
+    /// The HTTP options of the UI-facing listener.
+    pub fn ui_http_options(&self, ui: &crate::config::UiConfig) -> HttpOptions {
+        HttpOptions {
+            cors: ui.cors.clone(),
+            listener: "ui",
+            token_cookie: ui.token_cookie.clone(),
+            ..self.http_options()
         }
     }
 
@@ -210,6 +249,8 @@ impl App {
             codec: Arc::clone(&self.codec),
             readiness: Arc::clone(&self.readiness),
             metrics: Arc::clone(&self.metrics),
+            audit: Arc::clone(&self.audit),
+            in_flight: Arc::clone(&self.in_flight),
         }
     }
 
@@ -224,6 +265,38 @@ impl App {
     ) -> Result<(), AppError> {
         let server = &self.config.server;
         let codec_listener = bind(server.listen).await?;
+        let ui_listener = match &self.config.ui {
+            Some(ui) => Some(bind(ui.listen).await?),
+            None => None,
+        };
+        let tls = |listener: &'static str, settings: &Option<crate::config::TlsSettings>| {
+            settings
+                .clone()
+                .map(|settings| {
+                    let reloader = TlsReloader::load(settings)
+                        .map_err(|error| AppError::Tls { listener, error })?;
+                    reloader.spawn_watcher();
+                    Ok::<_, AppError>(reloader)
+                })
+                .transpose()
+        };
+        let codec_tls = tls("codec", &server.tls)?;
+        let admin_tls = tls("admin", &server.admin_tls)?;
+        let ui_tls = match &self.config.ui {
+            Some(ui) => tls("ui", &ui.tls)?,
+            None => None,
+        };
+        // Open connections keep being served with `Connection: close` for this long after
+        // SIGTERM, so keep-alive clients stop reusing them before they close.
+        let linger = (server.shutdown_grace / 4).min(DRAIN_LINGER);
+        let listener_options =
+            |name: &'static str, tls: Option<Arc<TlsReloader>>| ListenerOptions {
+                name,
+                max_connections: server.max_connections,
+                max_header_bytes: server.max_header_bytes,
+                tls,
+                linger,
+            };
         let admin_listener = match server.admin_listen {
             Some(address) => Some(bind(address).await?),
             None => None,
@@ -263,33 +336,43 @@ impl App {
             Vec::new();
         log_listening("codec http", &codec_listener);
         let codec_app = router(self.state(), self.http_options());
-        let signal = drained(drain_rx.clone());
+        let options = listener_options("codec http", codec_tls);
         tasks.push((
             "codec http",
-            tokio::spawn(async move {
-                axum::serve(codec_listener, codec_app)
-                    .with_graceful_shutdown(signal)
-                    .await
-            }),
+            tokio::spawn(listener::serve(
+                codec_listener,
+                codec_app,
+                options,
+                drain_rx.clone(),
+            )),
         ));
+        if let (Some(listener), Some(ui)) = (ui_listener, &self.config.ui) {
+            log_listening("ui codec http", &listener);
+            let ui_app = router(self.state(), self.ui_http_options(ui));
+            let options = listener_options("ui codec http", ui_tls);
+            tasks.push((
+                "ui codec http",
+                tokio::spawn(listener::serve(listener, ui_app, options, drain_rx.clone())),
+            ));
+        }
         if let Some(listener) = admin_listener {
             log_listening("admin", &listener);
             // Metrics and probes, plus the admin API; the peer address lets the admin API tell
             // loopback callers from others.
-            let admin_app = crate::server::admin::router(self.state())
-                .merge(crate::server::admin_api::router(
+            let admin_app =
+                crate::server::admin::router(self.state()).merge(crate::server::admin_api::router(
                     Arc::clone(&self.keyring),
                     crate::server::admin_api::AdminApiOptions::from_config(&self.config.admin),
-                ))
-                .into_make_service_with_connect_info::<SocketAddr>();
-            let signal = drained(drain_rx.clone());
+                ));
+            let options = listener_options("admin", admin_tls);
             tasks.push((
                 "admin",
-                tokio::spawn(async move {
-                    axum::serve(listener, admin_app)
-                        .with_graceful_shutdown(signal)
-                        .await
-                }),
+                tokio::spawn(listener::serve(
+                    listener,
+                    admin_app,
+                    options,
+                    drain_rx.clone(),
+                )),
             ));
         }
         let max_message = self.config.server.body_limit_bytes;
@@ -402,6 +485,9 @@ impl App {
         });
     }
 }
+
+/// The longest an open connection is still served after SIGTERM before it is shut down.
+const DRAIN_LINGER: Duration = Duration::from_secs(2);
 
 /// How often readiness is re-checked and expired data keys are swept.
 const READINESS_INTERVAL: Duration = Duration::from_secs(5);

@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+pub use crate::server::tls::{ClientAuth, TlsSettings};
 use std::time::Duration;
 
 use crate::keyring::{CacheOptions, Limits, NIST_MAX_INVOCATIONS};
@@ -112,6 +114,51 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// CORS.
     pub cors: CorsConfig,
+    /// Authentication methods on the codec listener (`"token"`, `"jwt"`, `"mtls"`); empty: open
+    /// (the sidecar default: loopback only).
+    pub auth: Vec<String>,
+    /// TLS on the codec listener.
+    pub tls: Option<TlsSettings>,
+    /// TLS on the admin listener.
+    pub admin_tls: Option<TlsSettings>,
+    /// Most connections open at once, per HTTP listener.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) in bytes.
+    pub max_header_bytes: usize,
+    /// Most codec requests served at once across the HTTP and gRPC listeners; more get `503`
+    /// with `Retry-After`.
+    pub max_concurrent_requests: usize,
+}
+
+/// The UI-facing codec listener (`[ui]`): the Temporal Web UI and CLI reach it across the
+/// network, so it always authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UiConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Authentication methods (at least one).
+    pub auth: Vec<String>,
+    /// A cookie whose value is taken as a bearer token when no `Authorization` header is sent
+    /// (the UI's "include cross-origin credentials").
+    pub token_cookie: Option<String>,
+    /// CORS for the Web UI's origin.
+    pub cors: CorsConfig,
+    /// TLS.
+    pub tls: Option<TlsSettings>,
+}
+
+/// Where audit lines go (`[audit]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AuditOutput {
+    /// Not written.
+    Off,
+    /// Standard output (the default: the container runtime's log collector picks it up).
+    #[default]
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// Appended to a file (created 0600).
+    File(PathBuf),
 }
 
 /// A key provider's settings.
@@ -249,6 +296,10 @@ pub struct NamespaceConfig {
 pub struct Config {
     /// Listeners and requests.
     pub server: ServerConfig,
+    /// The UI-facing listener, if any.
+    pub ui: Option<UiConfig>,
+    /// Audit log output.
+    pub audit: AuditOutput,
     /// Providers by name.
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Namespaces by name; `*` serves every other namespace.
@@ -377,7 +428,15 @@ fn base() -> Config {
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(20),
             cors: CorsConfig::default(),
+            auth: Vec::new(),
+            tls: None,
+            admin_tls: None,
+            max_connections: 1024,
+            max_header_bytes: 16 << 10,
+            max_concurrent_requests: 64,
         },
+        ui: None,
+        audit: AuditOutput::default(),
         providers: BTreeMap::new(),
         namespaces: BTreeMap::new(),
         cache: CacheOptions::default(),
@@ -472,14 +531,23 @@ impl<'a> Fields<'a> {
         self.table.and_then(|table| table.get(key))
     }
 
-    pub(crate) fn problem(&self, problems: &mut Vec<Problem>, key: &str, message: impl Into<String>) {
+    pub(crate) fn problem(
+        &self,
+        problems: &mut Vec<Problem>,
+        key: &str,
+        message: impl Into<String>,
+    ) {
         problems.push(Problem {
             path: self.field_path(key),
             message: message.into(),
         });
     }
 
-    pub(crate) fn string(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<String> {
+    pub(crate) fn string(
+        &mut self,
+        key: &'static str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<String> {
         match self.raw(key)? {
             toml::Value::String(text) => Some(text.clone()),
             other => {
@@ -493,7 +561,11 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub(crate) fn unsigned(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<u64> {
+    pub(crate) fn unsigned(
+        &mut self,
+        key: &'static str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<u64> {
         let value = self.raw(key)?;
         let parsed = match value {
             toml::Value::Integer(number) => u64::try_from(*number).ok(),
@@ -510,7 +582,11 @@ impl<'a> Fields<'a> {
         parsed
     }
 
-    pub(crate) fn boolean(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<bool> {
+    pub(crate) fn boolean(
+        &mut self,
+        key: &'static str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<bool> {
         let value = self.raw(key)?;
         let parsed = match value {
             toml::Value::Boolean(flag) => Some(*flag),
@@ -531,7 +607,11 @@ impl<'a> Fields<'a> {
         parsed
     }
 
-    pub(crate) fn duration(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<Duration> {
+    pub(crate) fn duration(
+        &mut self,
+        key: &'static str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<Duration> {
         let value = self.raw(key)?;
         let parsed = match value {
             toml::Value::Integer(seconds) => u64::try_from(*seconds).ok().map(Duration::from_secs),
@@ -548,7 +628,11 @@ impl<'a> Fields<'a> {
         parsed
     }
 
-    pub(crate) fn strings(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<Vec<String>> {
+    pub(crate) fn strings(
+        &mut self,
+        key: &'static str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<Vec<String>> {
         let value = self.raw(key)?;
         match value {
             toml::Value::Array(items) => {
@@ -582,7 +666,11 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub(crate) fn socket(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<SocketAddr> {
+    pub(crate) fn socket(
+        &mut self,
+        key: &'static str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<SocketAddr> {
         let text = self.string(key, problems)?;
         match text.parse() {
             Ok(address) => Some(address),
@@ -597,7 +685,11 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub(crate) fn table(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<&'a toml::Table> {
+    pub(crate) fn table(
+        &mut self,
+        key: &'static str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<&'a toml::Table> {
         match self.raw(key)? {
             toml::Value::Table(table) => Some(table),
             other => {
@@ -677,6 +769,12 @@ fn parse_root(
 
     let server = fields.table("server", problems);
     config.server = parse_server(server, problems, config.server);
+    if let Some(ui) = fields.table("ui", problems) {
+        config.ui = parse_ui(ui, problems);
+    }
+    if let Some(audit) = fields.table("audit", problems) {
+        config.audit = parse_audit(audit, problems);
+    }
 
     let data_keys = fields.table("data_keys", problems);
     let default_limits = parse_limits(
@@ -921,48 +1019,206 @@ fn parse_server(
     if let Some(grace) = fields.duration("shutdown_grace", problems) {
         server.shutdown_grace = grace;
     }
-    if let Some(cors) = fields.table("cors", problems) {
-        let mut cors_fields = Fields::new("server.cors", Some(cors));
-        if let Some(origins) = cors_fields.strings("allowed_origins", problems) {
-            for origin in &origins {
-                if origin != "*"
-                    && !(origin.starts_with("http://") || origin.starts_with("https://"))
-                {
-                    cors_fields.problem(
-                        problems,
-                        "allowed_origins",
-                        format!("{origin:?} is not an origin like https://temporal.example.com"),
-                    );
-                }
-                if origin.ends_with('/') {
-                    cors_fields.problem(
-                        problems,
-                        "allowed_origins",
-                        format!("{origin:?}: an origin has no trailing '/'"),
-                    );
-                }
-            }
-            server.cors.allowed_origins = origins;
+    server.cors = parse_cors("server.cors", fields.table("cors", problems), problems);
+    if let Some(methods) = fields.strings("auth", problems) {
+        server.auth = methods;
+    }
+    server.tls = parse_tls("server.tls", fields.table("tls", problems), problems);
+    server.admin_tls = parse_tls(
+        "server.admin_tls",
+        fields.table("admin_tls", problems),
+        problems,
+    );
+    if let Some(max) = fields.unsigned("max_connections", problems) {
+        if max == 0 {
+            fields.problem(problems, "max_connections", "must be at least 1");
         }
-        if let Some(flag) = cors_fields.boolean("allow_credentials", problems) {
-            server.cors.allow_credentials = flag;
-        }
-        if let Some(age) = cors_fields.duration("max_age", problems) {
-            server.cors.max_age = age;
-        }
-        if server.cors.allow_credentials && server.cors.allowed_origins.iter().any(|o| o == "*") {
-            cors_fields.problem(
+        server.max_connections = usize::try_from(max).unwrap_or(usize::MAX).max(1);
+    }
+    if let Some(max) = fields.unsigned("max_header_bytes", problems) {
+        if !(1024..=1 << 20).contains(&max) {
+            fields.problem(
                 problems,
-                "allow_credentials",
-                "cannot be combined with allowed_origins = [\"*\"]: name the exact origins",
+                "max_header_bytes",
+                "must be between 1024 and 1048576",
             );
         }
-        cors_fields.finish(problems);
-    } else {
-        server.cors.max_age = Duration::from_secs(600);
+        server.max_header_bytes = usize::try_from(max).unwrap_or(usize::MAX);
+    }
+    if let Some(max) = fields.unsigned("max_concurrent_requests", problems) {
+        if max == 0 {
+            fields.problem(problems, "max_concurrent_requests", "must be at least 1");
+        }
+        server.max_concurrent_requests = usize::try_from(max).unwrap_or(usize::MAX).max(1);
     }
     fields.finish(problems);
     server
+}
+
+/// Parses a `cors` table; without one, no origin is allowed.
+fn parse_cors(path: &str, table: Option<&toml::Table>, problems: &mut Vec<Problem>) -> CorsConfig {
+    let mut cors = CorsConfig {
+        max_age: Duration::from_secs(600),
+        ..CorsConfig::default()
+    };
+    let Some(table) = table else { return cors };
+    let mut fields = Fields::new(path, Some(table));
+    if let Some(origins) = fields.strings("allowed_origins", problems) {
+        for origin in &origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                fields.problem(
+                    problems,
+                    "allowed_origins",
+                    format!("{origin:?} is not an origin like https://temporal.example.com"),
+                );
+            }
+            if origin.ends_with('/') {
+                fields.problem(
+                    problems,
+                    "allowed_origins",
+                    format!("{origin:?}: an origin has no trailing '/'"),
+                );
+            }
+        }
+        cors.allowed_origins = origins;
+    }
+    if let Some(flag) = fields.boolean("allow_credentials", problems) {
+        cors.allow_credentials = flag;
+    }
+    if let Some(age) = fields.duration("max_age", problems) {
+        cors.max_age = age;
+    }
+    if cors.allow_credentials && cors.allowed_origins.iter().any(|o| o == "*") {
+        fields.problem(
+            problems,
+            "allow_credentials",
+            "cannot be combined with allowed_origins = [\"*\"]: name the exact origins",
+        );
+    }
+    fields.finish(problems);
+    cors
+}
+
+/// Parses a listener's `tls` table.
+fn parse_tls(
+    path: &str,
+    table: Option<&toml::Table>,
+    problems: &mut Vec<Problem>,
+) -> Option<TlsSettings> {
+    let table = table?;
+    let mut fields = Fields::new(path, Some(table));
+    let cert_file = fields.string("cert_file", problems);
+    let key_file = fields.string("key_file", problems);
+    let client_ca_file = fields.string("client_ca_file", problems);
+    let client_auth = match fields.string("client_auth", problems).as_deref() {
+        None | Some("off") => ClientAuth::Off,
+        Some("optional") => ClientAuth::Optional,
+        Some("required") => ClientAuth::Required,
+        Some(other) => {
+            fields.problem(
+                problems,
+                "client_auth",
+                format!("expected \"off\", \"optional\" or \"required\", found {other:?}"),
+            );
+            ClientAuth::Off
+        }
+    };
+    if cert_file.is_none() {
+        fields.problem(problems, "cert_file", "missing (the PEM certificate chain)");
+    }
+    if key_file.is_none() {
+        fields.problem(problems, "key_file", "missing (the PEM private key)");
+    }
+    if client_auth != ClientAuth::Off && client_ca_file.is_none() {
+        fields.problem(
+            problems,
+            "client_ca_file",
+            "missing: client_auth needs the CA that signs client certificates",
+        );
+    }
+    fields.finish(problems);
+    Some(TlsSettings {
+        cert_file: PathBuf::from(cert_file?),
+        key_file: PathBuf::from(key_file?),
+        client_ca_file: client_ca_file.map(PathBuf::from),
+        client_auth,
+    })
+}
+
+/// Parses `[ui]`.
+fn parse_ui(table: &toml::Table, problems: &mut Vec<Problem>) -> Option<UiConfig> {
+    let mut fields = Fields::new("ui", Some(table));
+    let listen = fields.socket("listen", problems);
+    if listen.is_none() && table.get("listen").is_none() {
+        fields.problem(problems, "listen", "missing (an address like 0.0.0.0:8443)");
+    }
+    let auth = fields.strings("auth", problems).unwrap_or_default();
+    let allow_unauthenticated = fields
+        .boolean("allow_unauthenticated", problems)
+        .unwrap_or(false);
+    if auth.is_empty() && !allow_unauthenticated {
+        fields.problem(
+            problems,
+            "auth",
+            "the UI listener needs at least one method (\"token\", \"jwt\", \"mtls\"), or allow_unauthenticated = true",
+        );
+    }
+    let token_cookie = fields.string("token_cookie", problems);
+    if let Some(name) = &token_cookie {
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !valid {
+            fields.problem(
+                problems,
+                "token_cookie",
+                format!("{name:?} is not a cookie name"),
+            );
+        }
+    }
+    let cors = parse_cors("ui.cors", fields.table("cors", problems), problems);
+    let tls = parse_tls("ui.tls", fields.table("tls", problems), problems);
+    fields.finish(problems);
+    Some(UiConfig {
+        listen: listen?,
+        auth,
+        token_cookie,
+        cors,
+        tls,
+    })
+}
+
+/// Parses `[audit]`.
+fn parse_audit(table: &toml::Table, problems: &mut Vec<Problem>) -> AuditOutput {
+    let mut fields = Fields::new("audit", Some(table));
+    let output = fields.string("output", problems);
+    let path = fields.string("path", problems);
+    let audit = match output.as_deref() {
+        Some("off") => AuditOutput::Off,
+        None | Some("stdout") => AuditOutput::Stdout,
+        Some("stderr") => AuditOutput::Stderr,
+        Some("file") => match path.as_deref() {
+            Some(path) if !path.is_empty() => AuditOutput::File(PathBuf::from(path)),
+            _ => {
+                fields.problem(problems, "path", "missing: output = \"file\" needs a path");
+                AuditOutput::Off
+            }
+        },
+        Some(other) => {
+            fields.problem(
+                problems,
+                "output",
+                format!("expected \"stdout\", \"stderr\", \"file\" or \"off\", found {other:?}"),
+            );
+            AuditOutput::Off
+        }
+    };
+    if path.is_some() && output.as_deref() != Some("file") {
+        fields.problem(problems, "path", "only used with output = \"file\"");
+    }
+    fields.finish(problems);
+    audit
 }
 
 fn parse_limits(

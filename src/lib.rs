@@ -22,6 +22,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod codec;
 pub mod config;
 pub mod envelope;

@@ -59,13 +59,20 @@ impl GrpcCodec {
     async fn run(
         &self,
         op: Op,
+        caller: Caller,
         namespace: String,
         payloads: Vec<Payload>,
     ) -> Result<Response<Payloads>, Status> {
         let started = Instant::now();
         let count = payloads.len();
         let bytes: usize = payloads.iter().map(Payload::size).sum();
-        let result = if valid_namespace(&namespace) {
+        let permit = std::sync::Arc::clone(&self.state.in_flight).try_acquire_owned();
+        let result = if permit.is_err() {
+            Err((
+                ErrorClass::Unavailable,
+                Status::unavailable("overloaded: too many requests in flight; retry shortly"),
+            ))
+        } else if valid_namespace(&namespace) {
             let codec = &self.state.codec;
             match op {
                 Op::Encode => codec.encode(&namespace, payloads).await,
@@ -90,31 +97,90 @@ impl GrpcCodec {
                 }),
             ))
         };
+        drop(permit);
+        let elapsed = started.elapsed();
         self.state.metrics.observe(
             Transport::Grpc,
             op,
             result.as_ref().map(|_| ()).map_err(|(class, _)| *class),
             count,
             bytes,
-            started.elapsed(),
+            elapsed,
         );
+        let (status, code) = match &result {
+            Ok(_) => (200, "ok"),
+            Err((class, status)) => (
+                super::error::http_status(*class).as_u16(),
+                grpc_error_code(status),
+            ),
+        };
+        self.state.audit.record(&crate::audit::Record {
+            listener: "grpc",
+            request_id: &caller.request_id,
+            client: caller.client,
+            principal: caller.principal.as_deref(),
+            namespace: valid_namespace(&namespace).then_some(namespace.as_str()),
+            op: op.as_str(),
+            payloads: count,
+            bytes,
+            status,
+            result: code,
+            duration: elapsed,
+        });
         result
             .map(|payloads| Response::new(Payloads { payloads }))
             .map_err(|(_, status)| status)
     }
 }
 
+/// Who called, for the audit log.
+struct Caller {
+    request_id: String,
+    client: Option<std::net::SocketAddr>,
+    principal: Option<String>,
+}
+
+impl Caller {
+    fn of<T>(request: &Request<T>) -> Self {
+        Self {
+            request_id: crate::audit::request_id(
+                request
+                    .metadata()
+                    .get("x-request-id")
+                    .and_then(|value| value.to_str().ok()),
+            ),
+            client: request.remote_addr(),
+            principal: Some("anonymous".to_owned()),
+        }
+    }
+}
+
+/// The stable code at the start of a status message (`invalid_namespace: …`), for the audit log.
+fn grpc_error_code(status: &Status) -> &'static str {
+    match status.code() {
+        tonic::Code::InvalidArgument => "invalid_argument",
+        tonic::Code::ResourceExhausted => "resource_exhausted",
+        tonic::Code::NotFound => "not_found",
+        tonic::Code::PermissionDenied => "permission_denied",
+        tonic::Code::Unauthenticated => "unauthenticated",
+        tonic::Code::Unavailable => "unavailable",
+        _ => "internal",
+    }
+}
+
 #[tonic::async_trait]
 impl Codec for GrpcCodec {
     async fn encode(&self, request: Request<EncodeRequest>) -> Result<Response<Payloads>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
-        self.run(Op::Encode, request.namespace, request.payloads)
+        self.run(Op::Encode, caller, request.namespace, request.payloads)
             .await
     }
 
     async fn decode(&self, request: Request<DecodeRequest>) -> Result<Response<Payloads>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
-        self.run(Op::Decode, request.namespace, request.payloads)
+        self.run(Op::Decode, caller, request.namespace, request.payloads)
             .await
     }
 }

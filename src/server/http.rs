@@ -24,6 +24,8 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
 use super::AppState;
 use super::error::http_status;
+use super::listener::Peer;
+use crate::audit;
 use crate::codec::{CodecError, ErrorClass, NamespaceCheck};
 use crate::config::{CorsConfig, valid_namespace};
 use crate::metrics::{Op, Transport};
@@ -31,8 +33,11 @@ use crate::payload;
 
 /// The header the CLI and the Web UI name the namespace in.
 pub const NAMESPACE_HEADER: &str = "x-namespace";
+/// The request id header: taken from the caller when sane, always returned.
+const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Request headers the Web UI sends cross-origin.
-const ALLOWED_HEADERS: &str = "Content-Type, X-Namespace, Authorization, Authorization-Extras";
+const ALLOWED_HEADERS: &str =
+    "Content-Type, X-Namespace, Authorization, Authorization-Extras, X-Request-Id";
 
 /// HTTP settings.
 #[derive(Debug, Clone)]
@@ -45,6 +50,10 @@ pub struct HttpOptions {
     pub request_timeout: Duration,
     /// CORS.
     pub cors: CorsConfig,
+    /// The listener's name in the audit log (`worker`, `ui`).
+    pub listener: &'static str,
+    /// A cookie whose value is a bearer token, for browsers that send credentials as cookies.
+    pub token_cookie: Option<String>,
 }
 
 struct Http {
@@ -52,21 +61,28 @@ struct Http {
     options: HttpOptions,
 }
 
-/// What one codec request produced, for the response and the metrics.
+/// What one codec request produced, for the response, the metrics and the audit log.
 struct Outcome {
     response: Response,
     result: Result<(), ErrorClass>,
+    /// `ok` or the error code answered.
+    code: &'static str,
     payloads: usize,
     bytes: usize,
+    namespace: Option<String>,
+    principal: Option<String>,
 }
 
 impl Outcome {
-    fn refused(response: Response, class: ErrorClass) -> Self {
+    fn refused(response: Response, class: ErrorClass, code: &'static str) -> Self {
         Self {
             response,
             result: Err(class),
+            code,
             payloads: 0,
             bytes: 0,
+            namespace: None,
+            principal: None,
         }
     }
 }
@@ -256,27 +272,79 @@ impl Http {
             return method_not_allowed("POST, OPTIONS");
         }
         let started = Instant::now();
-        let outcome = self.codec(operation, prefix, request).await;
+        let request_id = audit::request_id(
+            request
+                .headers()
+                .get(REQUEST_ID_HEADER)
+                .and_then(|value| value.to_str().ok()),
+        );
+        let client = request.extensions().get::<Peer>().map(|peer| peer.address);
+        // Load shedding: a request over the limit is refused at once, before its body is read.
+        let outcome = match Arc::clone(&self.state.in_flight).try_acquire_owned() {
+            Ok(permit) => {
+                let outcome = self.codec(operation, prefix, request).await;
+                drop(permit);
+                outcome
+            }
+            Err(_) => {
+                discard_body(request.into_body(), self.options.body_limit_bytes).await;
+                let mut response = error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "too many requests in flight; retry shortly",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                Outcome::refused(response, ErrorClass::Unavailable, "overloaded")
+            }
+        };
         let op = match operation {
             Operation::Encode => Op::Encode,
             Operation::Decode => Op::Decode,
         };
+        let elapsed = started.elapsed();
         self.state.metrics.observe(
             Transport::Http,
             op,
             outcome.result,
             outcome.payloads,
             outcome.bytes,
-            started.elapsed(),
+            elapsed,
         );
-        outcome.response
+        let mut response = outcome.response;
+        self.state.audit.record(&audit::Record {
+            listener: self.options.listener,
+            request_id: &request_id,
+            client,
+            principal: outcome.principal.as_deref(),
+            namespace: outcome.namespace.as_deref(),
+            op: operation.as_str(),
+            payloads: outcome.payloads,
+            bytes: outcome.bytes,
+            status: response.status().as_u16(),
+            result: outcome.code,
+            duration: elapsed,
+        });
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        response
     }
 
     /// Serves one encode or decode: namespace, body, parse, codec, answer.
     async fn codec(&self, operation: Operation, prefix: &str, request: Request) -> Outcome {
         let namespace = match self.namespace(request.headers(), prefix) {
             Ok(namespace) => namespace,
-            Err(response) => return Outcome::refused(*response, ErrorClass::InvalidInput),
+            Err((response, code)) => {
+                return Outcome::refused(*response, ErrorClass::InvalidInput, code);
+            }
+        };
+        let principal = Some("anonymous".to_owned());
+        let refused = |response, class, code| Outcome {
+            namespace: Some(namespace.clone()),
+            principal: principal.clone(),
+            ..Outcome::refused(response, class, code)
         };
         let limit = self.options.body_limit_bytes;
         let declared = request
@@ -285,7 +353,7 @@ impl Http {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse::<u64>().ok());
         if declared.is_some_and(|length| length > limit as u64) {
-            return Outcome::refused(too_large(limit), ErrorClass::TooLarge);
+            return refused(too_large(limit), ErrorClass::TooLarge, "body_too_large");
         }
         let body = match to_bytes(request.into_body(), limit).await {
             Ok(body) => body,
@@ -293,15 +361,16 @@ impl Http {
                 let too_big = std::error::Error::source(&error)
                     .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
                 return if too_big {
-                    Outcome::refused(too_large(limit), ErrorClass::TooLarge)
+                    refused(too_large(limit), ErrorClass::TooLarge, "body_too_large")
                 } else {
-                    Outcome::refused(
+                    refused(
                         error_response(
                             StatusCode::BAD_REQUEST,
                             "bad_body",
                             "could not read the request body",
                         ),
                         ErrorClass::InvalidInput,
+                        "bad_body",
                     )
                 };
             }
@@ -309,13 +378,14 @@ impl Http {
         let payloads = match payload::from_json(&body) {
             Ok(payloads) => payloads,
             Err(error) => {
-                return Outcome::refused(
+                return refused(
                     error_response(
                         StatusCode::BAD_REQUEST,
                         "invalid_json",
                         &format!("body is not a valid Payloads JSON document: {error}"),
                     ),
                     ErrorClass::InvalidInput,
+                    "invalid_json",
                 );
             }
         };
@@ -343,8 +413,11 @@ impl Http {
                         "the request took longer than the configured request timeout",
                     ),
                     result: Err(ErrorClass::Unavailable),
+                    code: "timeout",
                     payloads: count,
                     bytes,
+                    namespace: Some(namespace),
+                    principal,
                 };
             }
         };
@@ -360,54 +433,97 @@ impl Http {
                 Outcome {
                     response,
                     result: Ok(()),
+                    code: "ok",
                     payloads: count,
                     bytes,
+                    namespace: Some(namespace),
+                    principal,
                 }
             }
             Err(error) => Outcome {
                 response: codec_error_response(operation, &namespace, &error),
                 result: Err(error.class()),
+                code: error.code(),
                 payloads: count,
                 bytes,
+                namespace: Some(namespace),
+                principal,
             },
         }
     }
 
-    fn namespace(&self, headers: &HeaderMap, prefix: &str) -> Result<String, Box<Response>> {
+    fn namespace(
+        &self,
+        headers: &HeaderMap,
+        prefix: &str,
+    ) -> Result<String, (Box<Response>, &'static str)> {
         let from_header = headers
             .get(NAMESPACE_HEADER)
             .map(|value| value.to_str().map(str::trim));
         let candidate = match from_header {
             Some(Ok(name)) if !name.is_empty() => name.to_owned(),
             Some(Err(_)) => {
-                return Err(Box::new(error_response(
-                    StatusCode::BAD_REQUEST,
+                return Err((
+                    Box::new(error_response(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_namespace",
+                        "X-Namespace is not valid text",
+                    )),
                     "invalid_namespace",
-                    "X-Namespace is not valid text",
-                )));
+                ));
             }
             _ => {
                 let segment = prefix.rsplit('/').next().unwrap_or("");
                 if self.options.namespace_from_path && !segment.is_empty() {
                     segment.to_owned()
                 } else {
-                    return Err(Box::new(error_response(
-                        StatusCode::BAD_REQUEST,
+                    return Err((
+                        Box::new(error_response(
+                            StatusCode::BAD_REQUEST,
+                            "missing_namespace",
+                            "name the namespace in the X-Namespace header (or as the path segment before encode/decode)",
+                        )),
                         "missing_namespace",
-                        "name the namespace in the X-Namespace header (or as the path segment before encode/decode)",
-                    )));
+                    ));
                 }
             }
         };
         if !valid_namespace(&candidate) {
-            return Err(Box::new(error_response(
-                StatusCode::BAD_REQUEST,
+            return Err((
+                Box::new(error_response(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_namespace",
+                    "namespace must be 1-255 printable characters without spaces or '/'",
+                )),
                 "invalid_namespace",
-                "namespace must be 1-255 printable characters without spaces or '/'",
-            )));
+            ));
         }
         Ok(candidate)
     }
+}
+
+/// How long a refused request's body is read and thrown away before the answer is sent.
+const DISCARD_TIME: Duration = Duration::from_secs(10);
+
+/// Reads and drops a refused request's body (up to `limit` bytes and [`DISCARD_TIME`]), holding
+/// no more than one chunk at a time. Answering while the client is still sending and then
+/// closing would make the kernel reset the connection, and the client would see a broken pipe
+/// instead of the 401 or 503 it was sent.
+async fn discard_body(body: Body, limit: usize) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut seen = 0usize;
+    let drain = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                seen = seen.saturating_add(data.len());
+                if seen > limit {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
 }
 
 fn empty(status: StatusCode) -> Response {

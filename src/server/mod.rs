@@ -8,6 +8,8 @@ pub mod admin_api;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod listener;
+pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -95,4 +97,8 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The audit log.
+    pub audit: Arc<crate::audit::AuditLog>,
+    /// Codec requests in flight across listeners; a request that finds none free is shed.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }

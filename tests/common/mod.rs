@@ -869,9 +869,11 @@ impl Kmscodec {
         }
     }
 
-    /// Waits until `GET /readyz` answers 200 (panics with the log on timeout or exit).
+    /// Waits until the admin listener's `GET /readyz` answers 200 (panics with the log on
+    /// timeout or exit). The admin listener, not the codec one, so a codec listener with TLS
+    /// works too.
     pub fn wait_ready(&mut self, timeout: Duration) {
-        let readyz = format!("{}/readyz", self.url());
+        let readyz = format!("{}/readyz", self.admin_url());
         self.guard
             .wait_ready("kmscodec GET /readyz 200", timeout, || http_ok(&readyz));
     }
