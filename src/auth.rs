@@ -30,10 +30,12 @@ mod token;
 pub use authz::Authorizer;
 pub use config::{
     AuthConfig, AuthzConfig, DEFAULT_EMAIL_CLAIM, DEFAULT_GROUPS_CLAIM, DEFAULT_JWKS_REFRESH,
-    DEFAULT_LEEWAY, JwksSource, JwtAlgorithm, JwtConfig, PRINCIPAL_KINDS, Rule, TokenConfig,
-    parse, valid_token_name, validate_methods,
+    DEFAULT_LEEWAY, JwksSource, JwtAlgorithm, JwtConfig, PRINCIPAL_KINDS, Rule, TokenConfig, parse,
+    valid_token_name, validate_methods,
 };
-pub use jwks::{FETCH_TIMEOUT as JWKS_FETCH_TIMEOUT, MIN_REFETCH_INTERVAL as JWKS_MIN_REFETCH_INTERVAL};
+pub use jwks::{
+    FETCH_TIMEOUT as JWKS_FETCH_TIMEOUT, MIN_REFETCH_INTERVAL as JWKS_MIN_REFETCH_INTERVAL,
+};
 pub use token::CHECK_INTERVAL as TOKEN_FILE_CHECK_INTERVAL;
 
 /// An authentication method a listener may accept.
@@ -364,7 +366,10 @@ impl Authenticator {
     /// checked against the static tokens and as a JWT, in the configured order, and only when
     /// both refuse it is it an error (the JWT's error when it was one, else
     /// [`AuthError::Invalid`]). No credential at all: [`AuthError::Missing`].
-    pub async fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Principal, AuthError> {
+    pub async fn authenticate(
+        &self,
+        credentials: &Credentials<'_>,
+    ) -> Result<Principal, AuthError> {
         if self.is_open() {
             return Ok(Principal::anonymous());
         }
@@ -378,7 +383,10 @@ impl Authenticator {
                 Method::Token | Method::Jwt => {
                     let bearer = match credentials.authorization {
                         Some(header) => Some(bearer_token(header).ok_or(AuthError::Malformed)?),
-                        None => credentials.cookie_token.map(str::trim).filter(|t| !t.is_empty()),
+                        None => credentials
+                            .cookie_token
+                            .map(str::trim)
+                            .filter(|t| !t.is_empty()),
                     };
                     if let Some(bearer) = bearer {
                         return self

@@ -99,7 +99,11 @@ mod tests {
         let authorizer = Authorizer::new(&AuthzConfig {
             rules: vec![
                 rule(&["token:oncall"], &["orders"], &[Role::Read]),
-                rule(&["group:temporal-admins"], &["*"], &[Role::Read, Role::Write]),
+                rule(
+                    &["group:temporal-admins"],
+                    &["*"],
+                    &[Role::Read, Role::Write],
+                ),
                 rule(&["*"], &["public"], &[Role::Read]),
             ],
         });

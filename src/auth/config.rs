@@ -406,7 +406,8 @@ fn parse_authz(
                 let path = format!("authz.rules[{index}]");
                 match rule {
                     toml::Value::Table(table) => {
-                        if let Some(rule) = parse_rule(Fields::new(path, Some(table)), auth, problems)
+                        if let Some(rule) =
+                            parse_rule(Fields::new(path, Some(table)), auth, problems)
                         {
                             config.rules.push(rule);
                         }
@@ -459,7 +460,10 @@ fn parse_rule(
         }
     }
     let mut roles = Vec::new();
-    for name in required_list(&mut fields, "roles", problems).iter().flatten() {
+    for name in required_list(&mut fields, "roles", problems)
+        .iter()
+        .flatten()
+    {
         match Role::from_name(name) {
             Some(role) if !roles.contains(&role) => roles.push(role),
             Some(_) => {}
@@ -519,7 +523,9 @@ fn check_principal(principal: &str, auth: &AuthConfig) -> Result<(), String> {
         ));
     }
     if value.is_empty() || value.chars().any(char::is_control) {
-        return Err(format!("{principal:?}: the name after {kind}: is empty or not printable"));
+        return Err(format!(
+            "{principal:?}: the name after {kind}: is empty or not printable"
+        ));
     }
     if kind == "token" && !auth.tokens.contains_key(value) {
         return Err(format!(

@@ -189,7 +189,11 @@ impl KeyCache {
 
     /// The keys to verify a token signed with `alg` under `kid` with: empty when the set has
     /// none (the token is then invalid), `None` when no set could be had at all.
-    pub(crate) async fn matching(&self, kid: Option<&str>, alg: Algorithm) -> Option<Vec<Arc<Key>>> {
+    pub(crate) async fn matching(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Option<Vec<Arc<Key>>> {
         let mut set = self.current.load_full();
         let stale = set
             .as_ref()

@@ -182,10 +182,8 @@ impl Verifier {
             })?
             .to_owned();
         let mut names = vec![format!("sub:{sub}")];
-        let verified = !matches!(
-            claims.get("email_verified"),
-            Some(Value::Bool(false))
-        ) && !matches!(claims.get("email_verified"), Some(Value::String(s)) if s == "false");
+        let verified = !matches!(claims.get("email_verified"), Some(Value::Bool(false)))
+            && !matches!(claims.get("email_verified"), Some(Value::String(s)) if s == "false");
         if verified
             && let Some(email) = claim(claims, &self.email_claim).and_then(Value::as_str)
             && !email.is_empty()

@@ -259,10 +259,7 @@ fn inline_rules_and_optional_jwt_keys_parse() {
     );
     assert!(problems.is_empty(), "{}", problem_text(&problems));
     let jwt = auth.jwt.unwrap();
-    assert_eq!(
-        jwt.jwks,
-        JwksSource::File("/etc/kmscodec/jwks.json".into())
-    );
+    assert_eq!(jwt.jwks, JwksSource::File("/etc/kmscodec/jwks.json".into()));
     assert_eq!(jwt.algorithms, [JwtAlgorithm::Es256]);
     assert_eq!(jwt.leeway, Duration::from_secs(30));
     assert_eq!(jwt.groups_claim, "realm_access.roles");
@@ -355,8 +352,12 @@ fn jwks_sources_are_checked() {
         with_password.contains("credentials in the URL") && !with_password.contains("hunter2"),
         "{with_password}"
     );
-    assert!(problems("jwks_url = \"https://i/jwks\"\njwks_refresh = \"1s\"").contains("at least 30s"));
-    assert!(problems("jwks_url = \"https://i/jwks\"\ngroups_claim = \"a..b\"").contains("groups_claim"));
+    assert!(
+        problems("jwks_url = \"https://i/jwks\"\njwks_refresh = \"1s\"").contains("at least 30s")
+    );
+    assert!(
+        problems("jwks_url = \"https://i/jwks\"\ngroups_claim = \"a..b\"").contains("groups_claim")
+    );
 }
 
 #[test]
@@ -389,9 +390,18 @@ fn listener_methods_must_be_configured_and_need_rules() {
         .collect();
     let methods = validate_methods(&names, &auth, &authz, "server.auth", &mut problems);
     let text = problem_text(&problems);
-    assert!(text.contains("server.auth[0]: \"jwt\" needs an [auth.jwt] table"), "{text}");
-    assert!(text.contains("server.auth[1]: unknown authentication method \"password\""), "{text}");
-    assert!(text.contains("server.auth[3]: \"token\" is listed twice"), "{text}");
+    assert!(
+        text.contains("server.auth[0]: \"jwt\" needs an [auth.jwt] table"),
+        "{text}"
+    );
+    assert!(
+        text.contains("server.auth[1]: unknown authentication method \"password\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("server.auth[3]: \"token\" is listed twice"),
+        "{text}"
+    );
     assert_eq!(problems.len(), 3, "{text}");
     assert_eq!(methods, [Method::Jwt, Method::Token]);
 
@@ -404,12 +414,27 @@ fn listener_methods_must_be_configured_and_need_rules() {
         &mut problems,
     );
     let text = problem_text(&problems);
-    assert!(text.contains("server.auth[0]: \"token\" needs at least one [auth.tokens"), "{text}");
-    assert!(text.contains("server.auth: authentication is on but [authz] has no rules"), "{text}");
+    assert!(
+        text.contains("server.auth[0]: \"token\" needs at least one [auth.tokens"),
+        "{text}"
+    );
+    assert!(
+        text.contains("server.auth: authentication is on but [authz] has no rules"),
+        "{text}"
+    );
 
     // An open listener needs nothing.
     let mut problems = Vec::new();
-    assert!(validate_methods(&[], &AuthConfig::default(), &AuthzConfig::default(), "x", &mut problems).is_empty());
+    assert!(
+        validate_methods(
+            &[],
+            &AuthConfig::default(),
+            &AuthzConfig::default(),
+            "x",
+            &mut problems
+        )
+        .is_empty()
+    );
     assert!(problems.is_empty());
 }
 
@@ -440,7 +465,10 @@ fn config_files_carry_auth_and_authz() {
     )
     .unwrap_err()
     .to_string();
-    assert!(error.contains("authz.rules: expected an array of tables"), "{error}");
+    assert!(
+        error.contains("authz.rules: expected an array of tables"),
+        "{error}"
+    );
     assert!(error.contains("auth.jwt.audiences: missing"), "{error}");
 }
 
@@ -459,7 +487,10 @@ fn token_config(dir: &Path) -> AuthConfig {
 async fn open_listeners_let_everyone_in_as_anonymous() {
     let authenticator = Authenticator::new(&[], &AuthConfig::default()).unwrap();
     assert!(authenticator.is_open());
-    let principal = authenticator.authenticate(&Credentials::default()).await.unwrap();
+    let principal = authenticator
+        .authenticate(&Credentials::default())
+        .await
+        .unwrap();
     assert_eq!(principal, Principal::anonymous());
     assert_eq!(principal.id, "anonymous");
     assert!(principal.is_anonymous());
@@ -485,14 +516,20 @@ async fn static_tokens_from_the_header_or_a_cookie() {
         cookie_token: Some("new-oncall-token"),
         ..Credentials::default()
     };
-    assert_eq!(authenticator.authenticate(&cookie).await.unwrap().id, "token:oncall");
+    assert_eq!(
+        authenticator.authenticate(&cookie).await.unwrap().id,
+        "token:oncall"
+    );
     // The header wins over the cookie.
     let both = Credentials {
         authorization: Some("Bearer wrong"),
         cookie_token: Some("new-oncall-token"),
         ..Credentials::default()
     };
-    assert_eq!(authenticator.authenticate(&both).await, Err(AuthError::Invalid));
+    assert_eq!(
+        authenticator.authenticate(&both).await,
+        Err(AuthError::Invalid)
+    );
 
     for (header, error) in [
         ("Bearer wrong-token", AuthError::Invalid),
@@ -501,7 +538,11 @@ async fn static_tokens_from_the_header_or_a_cookie() {
         ("Bearer a b", AuthError::Malformed),
         ("old-oncall-token", AuthError::Malformed),
     ] {
-        assert_eq!(authenticate_header(&authenticator, header).await, Err(error), "{header}");
+        assert_eq!(
+            authenticate_header(&authenticator, header).await,
+            Err(error),
+            "{header}"
+        );
     }
     assert_eq!(
         authenticator.authenticate(&Credentials::default()).await,
@@ -512,7 +553,10 @@ async fn static_tokens_from_the_header_or_a_cookie() {
         authorization_extras: Some("Bearer new-oncall-token"),
         ..Credentials::default()
     };
-    assert_eq!(authenticator.authenticate(&extras_only).await, Err(AuthError::Missing));
+    assert_eq!(
+        authenticator.authenticate(&extras_only).await,
+        Err(AuthError::Missing)
+    );
 }
 
 #[tokio::test]
@@ -543,7 +587,10 @@ async fn client_certificates_and_method_order() {
     let mtls_first = Authenticator::new(&[Method::Mtls, Method::Token], &config).unwrap();
     let principal = mtls_first.authenticate(&cert_and_bad_token).await.unwrap();
     assert_eq!(principal.id, "cert:worker-a");
-    assert_eq!(principal.names, ["cert:worker-a", "cert:worker-a.example.com"]);
+    assert_eq!(
+        principal.names,
+        ["cert:worker-a", "cert:worker-a.example.com"]
+    );
     assert_eq!(principal.method, Some(Method::Mtls));
 
     // The first present credential decides: a bad token is not rescued by a certificate.
@@ -556,9 +603,13 @@ async fn client_certificates_and_method_order() {
         client_cert_names: &names,
         ..Credentials::default()
     };
-    assert_eq!(token_first.authenticate(&cert_only).await.unwrap().id, "cert:worker-a");
+    assert_eq!(
+        token_first.authenticate(&cert_only).await.unwrap().id,
+        "cert:worker-a"
+    );
 
-    let mtls_only = Authenticator::new(&[Method::Mtls, Method::Mtls], &AuthConfig::default()).unwrap();
+    let mtls_only =
+        Authenticator::new(&[Method::Mtls, Method::Mtls], &AuthConfig::default()).unwrap();
     assert_eq!(mtls_only.methods(), [Method::Mtls]);
     // Without a certificate, a bearer token is no credential for an mTLS-only listener.
     assert_eq!(
@@ -570,9 +621,15 @@ async fn client_certificates_and_method_order() {
 #[test]
 fn unconfigured_methods_and_bad_files_fail_setup() {
     let error = Authenticator::new(&[Method::Token], &AuthConfig::default()).unwrap_err();
-    assert!(matches!(error, AuthSetupError::NotConfigured(Method::Token)), "{error}");
+    assert!(
+        matches!(error, AuthSetupError::NotConfigured(Method::Token)),
+        "{error}"
+    );
     let error = Authenticator::new(&[Method::Jwt], &AuthConfig::default()).unwrap_err();
-    assert!(matches!(error, AuthSetupError::NotConfigured(Method::Jwt)), "{error}");
+    assert!(
+        matches!(error, AuthSetupError::NotConfigured(Method::Jwt)),
+        "{error}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jwks.json");
     std::fs::write(&path, r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#).unwrap();
@@ -580,7 +637,9 @@ fn unconfigured_methods_and_bad_files_fail_setup() {
         tokens: BTreeMap::new(),
         jwt: Some(jwt_config(JwksSource::File(path))),
     };
-    let error = Authenticator::new(&[Method::Jwt], &config).unwrap_err().to_string();
+    let error = Authenticator::new(&[Method::Jwt], &config)
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("no usable signing key"), "{error}");
 }
 
@@ -598,9 +657,16 @@ fn errors_have_stable_distinct_codes_and_credentials_are_never_shown() {
     ];
     let codes: std::collections::BTreeSet<_> = all.iter().map(AuthError::code).collect();
     assert_eq!(codes.len(), all.len());
-    assert!(all.iter().all(|e| e.code().chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+    assert!(
+        all.iter()
+            .all(|e| e.code().chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+    );
     assert_eq!(all.iter().filter(|e| e.is_unavailable()).count(), 1);
-    assert!(AuthError::Expired.www_authenticate().contains("invalid_token"));
+    assert!(
+        AuthError::Expired
+            .www_authenticate()
+            .contains("invalid_token")
+    );
     let names = ["worker-a".to_owned()];
     let credentials = Credentials {
         authorization: Some("Bearer s3cret"),
@@ -609,7 +675,10 @@ fn errors_have_stable_distinct_codes_and_credentials_are_never_shown() {
         client_cert_names: &names,
     };
     let shown = format!("{credentials:?}");
-    assert!(!shown.contains("s3cret") && shown.contains("worker-a"), "{shown}");
+    assert!(
+        !shown.contains("s3cret") && shown.contains("worker-a"),
+        "{shown}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -623,7 +692,9 @@ async fn rs256_and_es256_tokens_authenticate_with_their_claims() {
     let authenticator = file_authenticator(dir.path(), &[&rsa, &ec]);
     for issuer in [&rsa, &ec] {
         let token = issuer.sign(&claims("alice"));
-        let principal = authenticate_header(&authenticator, &bearer(&token)).await.unwrap();
+        let principal = authenticate_header(&authenticator, &bearer(&token))
+            .await
+            .unwrap();
         assert_eq!(principal.id, "sub:alice");
         assert_eq!(
             principal.names,
@@ -674,20 +745,84 @@ async fn time_issuer_and_audience_claims_are_enforced() {
         issuer.sign(&claims)
     };
     let cases: Vec<(&str, String, Result<(), AuthError>)> = vec![
-        ("expired", check(&|c| c["exp"] = json!(now() - 120)), Err(AuthError::Expired)),
-        ("within leeway", check(&|c| c["exp"] = json!(now() - 30)), Ok(())),
-        ("no exp", check(&|c| { c.as_object_mut().unwrap().remove("exp"); }), Err(AuthError::Invalid)),
-        ("nbf ahead", check(&|c| c["nbf"] = json!(now() + 600)), Err(AuthError::NotYetValid)),
-        ("nbf within leeway", check(&|c| c["nbf"] = json!(now() + 30)), Ok(())),
-        ("iat ahead", check(&|c| c["iat"] = json!(now() + 600)), Err(AuthError::NotYetValid)),
-        ("iat not a number", check(&|c| c["iat"] = json!("yesterday")), Err(AuthError::Invalid)),
-        ("wrong iss", check(&|c| c["iss"] = json!("https://evil.example")), Err(AuthError::WrongIssuer)),
-        ("iss array", check(&|c| c["iss"] = json!([ISSUER, "x"])), Err(AuthError::WrongIssuer)),
-        ("no iss", check(&|c| { c.as_object_mut().unwrap().remove("iss"); }), Err(AuthError::WrongIssuer)),
-        ("wrong aud", check(&|c| c["aud"] = json!("someone-else")), Err(AuthError::WrongAudience)),
-        ("no aud", check(&|c| { c.as_object_mut().unwrap().remove("aud"); }), Err(AuthError::WrongAudience)),
-        ("no sub", check(&|c| { c.as_object_mut().unwrap().remove("sub"); }), Err(AuthError::Invalid)),
-        ("empty sub", check(&|c| c["sub"] = json!("")), Err(AuthError::Invalid)),
+        (
+            "expired",
+            check(&|c| c["exp"] = json!(now() - 120)),
+            Err(AuthError::Expired),
+        ),
+        (
+            "within leeway",
+            check(&|c| c["exp"] = json!(now() - 30)),
+            Ok(()),
+        ),
+        (
+            "no exp",
+            check(&|c| {
+                c.as_object_mut().unwrap().remove("exp");
+            }),
+            Err(AuthError::Invalid),
+        ),
+        (
+            "nbf ahead",
+            check(&|c| c["nbf"] = json!(now() + 600)),
+            Err(AuthError::NotYetValid),
+        ),
+        (
+            "nbf within leeway",
+            check(&|c| c["nbf"] = json!(now() + 30)),
+            Ok(()),
+        ),
+        (
+            "iat ahead",
+            check(&|c| c["iat"] = json!(now() + 600)),
+            Err(AuthError::NotYetValid),
+        ),
+        (
+            "iat not a number",
+            check(&|c| c["iat"] = json!("yesterday")),
+            Err(AuthError::Invalid),
+        ),
+        (
+            "wrong iss",
+            check(&|c| c["iss"] = json!("https://evil.example")),
+            Err(AuthError::WrongIssuer),
+        ),
+        (
+            "iss array",
+            check(&|c| c["iss"] = json!([ISSUER, "x"])),
+            Err(AuthError::WrongIssuer),
+        ),
+        (
+            "no iss",
+            check(&|c| {
+                c.as_object_mut().unwrap().remove("iss");
+            }),
+            Err(AuthError::WrongIssuer),
+        ),
+        (
+            "wrong aud",
+            check(&|c| c["aud"] = json!("someone-else")),
+            Err(AuthError::WrongAudience),
+        ),
+        (
+            "no aud",
+            check(&|c| {
+                c.as_object_mut().unwrap().remove("aud");
+            }),
+            Err(AuthError::WrongAudience),
+        ),
+        (
+            "no sub",
+            check(&|c| {
+                c.as_object_mut().unwrap().remove("sub");
+            }),
+            Err(AuthError::Invalid),
+        ),
+        (
+            "empty sub",
+            check(&|c| c["sub"] = json!("")),
+            Err(AuthError::Invalid),
+        ),
     ];
     for (name, token, expected) in cases {
         let result = authenticate_header(&authenticator, &bearer(&token)).await;
@@ -706,15 +841,23 @@ async fn bad_signatures_and_weak_algorithms_are_refused() {
     // Another key claiming the trusted key's kid.
     let impostor = Issuer::ec("ec-1");
     let token = impostor.sign(&claims);
-    assert_eq!(authenticate_header(&authenticator, &bearer(&token)).await, Err(AuthError::Invalid));
+    assert_eq!(
+        authenticate_header(&authenticator, &bearer(&token)).await,
+        Err(AuthError::Invalid)
+    );
 
     // One flipped signature byte.
     let token = trusted.sign(&claims);
     let (message, signature) = token.rsplit_once('.').unwrap();
-    let mut signature = base64_simd::URL_SAFE_NO_PAD.decode_to_vec(signature).unwrap();
+    let mut signature = base64_simd::URL_SAFE_NO_PAD
+        .decode_to_vec(signature)
+        .unwrap();
     signature[5] ^= 1;
     let tampered = format!("{message}.{}", b64(&signature));
-    assert_eq!(authenticate_header(&authenticator, &bearer(&tampered)).await, Err(AuthError::Invalid));
+    assert_eq!(
+        authenticate_header(&authenticator, &bearer(&tampered)).await,
+        Err(AuthError::Invalid)
+    );
 
     // Changed claims under the original signature.
     let mut other = claims.clone();
@@ -725,7 +868,10 @@ async fn bad_signatures_and_weak_algorithms_are_refused() {
         b64(other.to_string().as_bytes()),
         token.rsplit('.').next().unwrap()
     );
-    assert_eq!(authenticate_header(&authenticator, &bearer(&forged)).await, Err(AuthError::Invalid));
+    assert_eq!(
+        authenticate_header(&authenticator, &bearer(&forged)).await,
+        Err(AuthError::Invalid)
+    );
 
     // alg "none", unsigned.
     let none = format!(
@@ -733,7 +879,10 @@ async fn bad_signatures_and_weak_algorithms_are_refused() {
         b64(json!({"alg": "none", "typ": "JWT"}).to_string().as_bytes()),
         b64(claims.to_string().as_bytes())
     );
-    assert_eq!(authenticate_header(&authenticator, &bearer(&none)).await, Err(AuthError::Invalid));
+    assert_eq!(
+        authenticate_header(&authenticator, &bearer(&none)).await,
+        Err(AuthError::Invalid)
+    );
 
     // HS256 keyed with the RSA key's public modulus (the classic key-confusion attack).
     let header = json!({"alg": "HS256", "typ": "JWT", "kid": "rsa-1"});
@@ -748,11 +897,17 @@ async fn bad_signatures_and_weak_algorithms_are_refused() {
         message.as_bytes(),
     );
     let hs256 = format!("{message}.{}", b64(tag.as_ref()));
-    assert_eq!(authenticate_header(&authenticator, &bearer(&hs256)).await, Err(AuthError::Invalid));
+    assert_eq!(
+        authenticate_header(&authenticator, &bearer(&hs256)).await,
+        Err(AuthError::Invalid)
+    );
 
     // An RS256 header naming the EC key, and an ES256 token when only RS256 is accepted.
     let mixed = rsa.sign_with_header(&json!({"alg": "RS256", "kid": "ec-1"}), &claims);
-    assert_eq!(authenticate_header(&authenticator, &bearer(&mixed)).await, Err(AuthError::Invalid));
+    assert_eq!(
+        authenticate_header(&authenticator, &bearer(&mixed)).await,
+        Err(AuthError::Invalid)
+    );
     let path = dir.path().join("jwks.json");
     let mut config = jwt_config(JwksSource::File(path));
     config.algorithms = vec![JwtAlgorithm::Rs256];
@@ -765,10 +920,17 @@ async fn bad_signatures_and_weak_algorithms_are_refused() {
     )
     .unwrap();
     let es256 = trusted.sign(&claims);
-    assert_eq!(authenticate_header(&rs256_only, &bearer(&es256)).await, Err(AuthError::Invalid));
+    assert_eq!(
+        authenticate_header(&rs256_only, &bearer(&es256)).await,
+        Err(AuthError::Invalid)
+    );
 
     for garbage in ["not-a-jwt", "a.b.c", "....", &"x".repeat(20_000)] {
-        assert_eq!(authenticate_header(&authenticator, &bearer(garbage)).await, Err(AuthError::Invalid), "{garbage:.20}");
+        assert_eq!(
+            authenticate_header(&authenticator, &bearer(garbage)).await,
+            Err(AuthError::Invalid),
+            "{garbage:.20}"
+        );
     }
 }
 
@@ -795,7 +957,11 @@ async fn authorization_extras_adds_the_id_tokens_names_or_is_ignored() {
         let principal = authenticator.authenticate(&credentials).await.unwrap();
         assert_eq!(
             principal.names,
-            ["sub:alice", "email:alice@example.com", "group:temporal-admins"]
+            [
+                "sub:alice",
+                "email:alice@example.com",
+                "group:temporal-admins"
+            ]
         );
     }
     // Another subject's ID token, an expired one, garbage: ignored, the access token stands.
@@ -828,7 +994,8 @@ async fn token_and_jwt_share_the_bearer_in_order() {
         let authenticator = Authenticator::new(&methods, &config).unwrap();
         let static_token = authenticate_header(&authenticator, "Bearer old-oncall-token").await;
         assert_eq!(static_token.unwrap().id, "token:oncall");
-        let jwt = authenticate_header(&authenticator, &bearer(&issuer.sign(&claims("alice")))).await;
+        let jwt =
+            authenticate_header(&authenticator, &bearer(&issuer.sign(&claims("alice")))).await;
         assert_eq!(jwt.unwrap().id, "sub:alice");
         // A JWT's specific error wins over "not a static token".
         let mut expired = claims("alice");
@@ -853,25 +1020,49 @@ async fn an_unknown_kid_rereads_the_key_file_at_most_once_per_interval() {
 
     std::fs::write(&path, jwks(&[&first, &second])).unwrap();
     let token = second.sign(&claims("alice"));
-    assert_eq!(authenticate_header(&authenticator, &bearer(&token)).await.unwrap().id, "sub:alice");
+    assert_eq!(
+        authenticate_header(&authenticator, &bearer(&token))
+            .await
+            .unwrap()
+            .id,
+        "sub:alice"
+    );
 
     // Within the refetch interval a new kid is not looked up again.
     std::fs::write(&path, jwks(&[&first, &second, &third])).unwrap();
     let token = third.sign(&claims("alice"));
-    assert_eq!(authenticate_header(&authenticator, &bearer(&token)).await, Err(AuthError::Invalid));
+    assert_eq!(
+        authenticate_header(&authenticator, &bearer(&token)).await,
+        Err(AuthError::Invalid)
+    );
     authenticator
         .jwt_mut()
         .unwrap()
         .keys_mut()
         .set_min_refetch(Duration::ZERO);
-    assert_eq!(authenticate_header(&authenticator, &bearer(&token)).await.unwrap().id, "sub:alice");
+    assert_eq!(
+        authenticate_header(&authenticator, &bearer(&token))
+            .await
+            .unwrap()
+            .id,
+        "sub:alice"
+    );
 
     // A broken key file keeps the keys already loaded.
     std::fs::write(&path, "{not json").unwrap();
     let unknown = Issuer::ec("ec-4").sign(&claims("alice"));
-    assert_eq!(authenticate_header(&authenticator, &bearer(&unknown)).await, Err(AuthError::Invalid));
+    assert_eq!(
+        authenticate_header(&authenticator, &bearer(&unknown)).await,
+        Err(AuthError::Invalid)
+    );
     let token = first.sign(&claims("alice"));
-    assert_eq!(authenticate_header(&authenticator, &bearer(&token)).await.unwrap().id, "sub:alice");
+    assert_eq!(
+        authenticate_header(&authenticator, &bearer(&token))
+            .await
+            .unwrap()
+            .id,
+        "sub:alice"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -940,20 +1131,35 @@ async fn keys_are_fetched_once_cached_and_refetched_for_an_unknown_kid() {
     assert_eq!(server.hits(), 1);
     for _ in 0..3 {
         let token = first.sign(&claims("alice"));
-        assert_eq!(authenticate_header(&authenticator, &bearer(&token)).await.unwrap().id, "sub:alice");
+        assert_eq!(
+            authenticate_header(&authenticator, &bearer(&token))
+                .await
+                .unwrap()
+                .id,
+            "sub:alice"
+        );
     }
     assert_eq!(server.hits(), 1, "cached");
 
     // The issuer rotates: a token with the new kid triggers one fetch.
     server.set(200, jwks(&[&first, &second]));
     let token = second.sign(&claims("alice"));
-    assert_eq!(authenticate_header(&authenticator, &bearer(&token)).await.unwrap().id, "sub:alice");
+    assert_eq!(
+        authenticate_header(&authenticator, &bearer(&token))
+            .await
+            .unwrap()
+            .id,
+        "sub:alice"
+    );
     assert_eq!(server.hits(), 2);
 
     // Made-up kids cannot make kmscodec hammer the issuer.
     for index in 0..5 {
         let token = Issuer::ec(&format!("made-up-{index}")).sign(&claims("mallory"));
-        assert_eq!(authenticate_header(&authenticator, &bearer(&token)).await, Err(AuthError::Invalid));
+        assert_eq!(
+            authenticate_header(&authenticator, &bearer(&token)).await,
+            Err(AuthError::Invalid)
+        );
     }
     assert_eq!(server.hits(), 2, "rate limited");
 }
@@ -969,17 +1175,35 @@ async fn a_failing_issuer_keeps_the_cached_keys() {
         .keys_mut()
         .set_min_refetch(Duration::ZERO);
     let token = issuer.sign(&claims("alice"));
-    assert!(authenticate_header(&authenticator, &bearer(&token)).await.is_ok());
+    assert!(
+        authenticate_header(&authenticator, &bearer(&token))
+            .await
+            .is_ok()
+    );
 
     server.set(500, "down".to_owned());
     let unknown = Issuer::ec("ec-9").sign(&claims("alice"));
-    assert_eq!(authenticate_header(&authenticator, &bearer(&unknown)).await, Err(AuthError::Invalid));
+    assert_eq!(
+        authenticate_header(&authenticator, &bearer(&unknown)).await,
+        Err(AuthError::Invalid)
+    );
     assert_eq!(server.hits(), 2, "the unknown kid was looked up");
-    assert!(authenticate_header(&authenticator, &bearer(&token)).await.is_ok());
+    assert!(
+        authenticate_header(&authenticator, &bearer(&token))
+            .await
+            .is_ok()
+    );
 
     server.set(200, "{\"keys\": []}".to_owned());
-    assert_eq!(authenticate_header(&authenticator, &bearer(&unknown)).await, Err(AuthError::Invalid));
-    assert!(authenticate_header(&authenticator, &bearer(&token)).await.is_ok());
+    assert_eq!(
+        authenticate_header(&authenticator, &bearer(&unknown)).await,
+        Err(AuthError::Invalid)
+    );
+    assert!(
+        authenticate_header(&authenticator, &bearer(&token))
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -990,13 +1214,21 @@ async fn no_reachable_key_set_is_a_server_side_failure() {
     drop(listener);
     let url = url::Url::parse(&format!("http://{address}/jwks")).unwrap();
     let authenticator = url_authenticator(url);
-    assert_eq!(authenticator.prefetch_keys().await, Err(AuthError::KeysUnavailable));
+    assert_eq!(
+        authenticator.prefetch_keys().await,
+        Err(AuthError::KeysUnavailable)
+    );
     let token = Issuer::ec("ec-1").sign(&claims("alice"));
-    let error = authenticate_header(&authenticator, &bearer(&token)).await.unwrap_err();
+    let error = authenticate_header(&authenticator, &bearer(&token))
+        .await
+        .unwrap_err();
     assert_eq!(error, AuthError::KeysUnavailable);
     assert!(error.is_unavailable());
     // A token that is not a JWT never reaches the key set.
-    assert_eq!(authenticate_header(&authenticator, "Bearer opaque").await, Err(AuthError::Invalid));
+    assert_eq!(
+        authenticate_header(&authenticator, "Bearer opaque").await,
+        Err(AuthError::Invalid)
+    );
 }
 
 #[tokio::test]
@@ -1020,7 +1252,9 @@ async fn authentication_and_authorization_together() {
     assert!(problems.is_empty(), "{}", problem_text(&problems));
     let authenticator = Authenticator::new(&[Method::Token, Method::Mtls], &auth).unwrap();
     let authorizer = Authorizer::new(&authz);
-    let oncall = authenticate_header(&authenticator, "Bearer new-oncall-token").await.unwrap();
+    let oncall = authenticate_header(&authenticator, "Bearer new-oncall-token")
+        .await
+        .unwrap();
     assert!(authorizer.allows(&oncall, "orders", Role::Read));
     assert!(!authorizer.allows(&oncall, "orders", Role::Write));
     assert!(!authorizer.allows(&oncall, "payments", Role::Read));

@@ -87,7 +87,11 @@ impl fmt::Debug for TokenTable {
         f.debug_struct("TokenTable")
             .field(
                 "principals",
-                &self.sources.iter().map(|s| &s.principal).collect::<Vec<_>>(),
+                &self
+                    .sources
+                    .iter()
+                    .map(|s| &s.principal)
+                    .collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
     }
@@ -108,13 +112,12 @@ impl TokenTable {
             .collect();
         let mut loaded = Vec::with_capacity(sources.len());
         for source in &sources {
-            let file = read_token_file(&source.path).map_err(|message| {
-                AuthSetupError::TokenFile {
+            let file =
+                read_token_file(&source.path).map_err(|message| AuthSetupError::TokenFile {
                     principal: source.principal.clone(),
                     path: source.path.clone(),
                     message,
-                }
-            })?;
+                })?;
             if file.digests.is_empty() {
                 return Err(AuthSetupError::TokenFile {
                     principal: source.principal.clone(),
@@ -252,10 +255,11 @@ impl TokenTable {
 fn shared_token(files: &[Arc<Loaded>]) -> Option<(usize, usize)> {
     for (first, a) in files.iter().enumerate() {
         for (offset, b) in files.iter().skip(first + 1).enumerate() {
-            let shared = a
-                .digests
-                .iter()
-                .any(|x| b.digests.iter().any(|y| bool::from(x.0[..].ct_eq(&y.0[..]))));
+            let shared = a.digests.iter().any(|x| {
+                b.digests
+                    .iter()
+                    .any(|y| bool::from(x.0[..].ct_eq(&y.0[..])))
+            });
             if shared {
                 return Some((first, first + 1 + offset));
             }
@@ -278,7 +282,8 @@ fn read_token_file(path: &Path) -> Result<Loaded, String> {
         ));
     }
     warn_if_world_readable(path, &metadata);
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(|error| format!("cannot read: {error}"))?);
+    let bytes =
+        Zeroizing::new(std::fs::read(path).map_err(|error| format!("cannot read: {error}"))?);
     let text = std::str::from_utf8(&bytes).map_err(|_| "not UTF-8 text".to_owned())?;
     let digests = text
         .lines()
@@ -333,7 +338,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let table = table(
             dir.path(),
-            &[("oncall", "# on-call\n\n  s3cret-oncall  \n"), ("ci", "ci-token\n")],
+            &[
+                ("oncall", "# on-call\n\n  s3cret-oncall  \n"),
+                ("ci", "ci-token\n"),
+            ],
         )
         .unwrap();
         assert_eq!(table.find("s3cret-oncall"), Some("token:oncall"));
@@ -342,7 +350,10 @@ mod tests {
         assert_eq!(table.find("# on-call"), None);
         assert_eq!(table.find(""), None);
         let shown = format!("{table:?}");
-        assert!(shown.contains("token:oncall") && !shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("token:oncall") && !shown.contains("s3cret"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -387,9 +398,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let error = table(dir.path(), &[("empty", "# nothing\n\n")]).unwrap_err();
         assert!(error.to_string().contains("holds no token"), "{error}");
-        let error = table(dir.path(), &[("a", "same-secret\n"), ("b", "same-secret\n")])
-            .unwrap_err()
-            .to_string();
+        let error = table(
+            dir.path(),
+            &[("a", "same-secret\n"), ("b", "same-secret\n")],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(error.contains("token:a also has"), "{error}");
         assert!(!error.contains("same-secret"), "{error}");
         let mut tokens = BTreeMap::new();
@@ -400,6 +414,9 @@ mod tests {
             },
         );
         let error = TokenTable::load(&tokens).unwrap_err().to_string();
-        assert!(error.contains("token:gone") && error.contains("cannot read"), "{error}");
+        assert!(
+            error.contains("token:gone") && error.contains("cannot read"),
+            "{error}"
+        );
     }
 }
