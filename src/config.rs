@@ -318,6 +318,10 @@ pub struct Config {
     pub embedded_default: bool,
     /// The admin API (`[admin]`).
     pub admin: AdminConfig,
+    /// Authentication methods' settings (`[auth]`); listeners name the methods they accept.
+    pub auth: crate::auth::AuthConfig,
+    /// Authorization rules (`[authz]`).
+    pub authz: crate::auth::AuthzConfig,
 }
 
 /// The admin API's settings (`[admin]`).
@@ -446,6 +450,8 @@ fn base() -> Config {
         max_wildcard_namespaces: 1024,
         embedded_default: false,
         admin: AdminConfig::default(),
+        auth: crate::auth::AuthConfig::default(),
+        authz: crate::auth::AuthzConfig::default(),
     }
 }
 
@@ -831,6 +837,11 @@ fn parse_root(
         }
         admin_fields.finish(problems);
     }
+
+    // `[auth]` and `[authz]` are parsed by their owner; listeners name the methods they use.
+    let auth = fields.table("auth", problems);
+    let authz = fields.table("authz", problems);
+    (config.auth, config.authz) = crate::auth::parse(auth, authz, problems);
 
     if let Some(providers) = fields.table("providers", problems) {
         for (name, value) in providers {

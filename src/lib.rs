@@ -12,6 +12,8 @@
 //! * [`admin`]: namespace key administration, for `kmscodec keys ...` and the admin API.
 //! * [`app`]: wiring from configuration to a running server.
 //! * [`server`]: transports (Temporal Codec Server HTTP protocol) and the error table.
+//! * [`auth`]: who is calling (static tokens, JWTs, client certificates) and what they may do
+//!   per namespace.
 //! * [`codec`]: batch encode/decode of Temporal payloads and pass-through rules.
 //! * [`keyring`]: per-namespace active data keys, usage limits, rotation, decode cache.
 //! * [`keys`]: the [`keys::KeyProvider`] trait and its backends.
@@ -23,6 +25,7 @@
 pub mod admin;
 pub mod app;
 pub mod audit;
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod envelope;
