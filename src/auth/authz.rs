@@ -27,6 +27,10 @@ pub struct Authorizer {
 }
 
 impl Authorizer {
+    /// The stable code of a refusal (403 / `PERMISSION_DENIED`), for JSON error bodies and the
+    /// audit log, next to [`super::AuthError::code`].
+    pub const DENIED_CODE: &'static str = "forbidden";
+
     /// Compiles `[authz]`.
     pub fn new(config: &AuthzConfig) -> Self {
         let rules = config

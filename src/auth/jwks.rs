@@ -4,7 +4,8 @@
 //! `kid` is not in the set triggers a fetch at once (the issuer rotated its keys), but at most
 //! one fetch per [`MIN_REFETCH_INTERVAL`], whatever the cause, so that tokens with made-up
 //! `kid`s cannot make kmscodec hammer the issuer. A failed fetch keeps the set already cached.
-//! Only one fetch runs at a time; requests arriving meanwhile wait for it and use its result.
+//! Only one fetch runs at a time: requests that need its result wait for it, requests that hold
+//! a merely stale set go on with it.
 //!
 //! Only RSA keys and EC P-256 keys meant for signatures are kept; symmetric (`oct`) keys are
 //! dropped, so a key set can never turn a public value into an HMAC secret.
@@ -215,8 +216,15 @@ impl KeyCache {
 
     /// Fetches a new set unless another request just did (then its set is returned) or the
     /// last fetch is too recent. `seen` is the set the caller found wanting.
+    ///
+    /// A request holding a stale set does not wait for another request's fetch: it goes on with
+    /// the stale set, so a slow issuer delays one request per refresh, not all of them.
     async fn refetch(&self, seen: Option<&Arc<KeySet>>, reason: Reason) -> Option<Arc<KeySet>> {
-        let mut last_fetch = self.fetching.lock().await;
+        let mut last_fetch = if reason == Reason::Stale && seen.is_some() {
+            self.fetching.try_lock().ok()?
+        } else {
+            self.fetching.lock().await
+        };
         let current = self.current.load_full();
         let replaced = match (&current, seen) {
             (Some(current), Some(seen)) => !Arc::ptr_eq(current, seen),

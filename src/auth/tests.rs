@@ -1277,3 +1277,82 @@ async fn authentication_and_authorization_together() {
         .unwrap();
     assert!(!authorizer.allows(&stranger, "payments", Role::Read));
 }
+
+#[test]
+fn the_helm_charts_rendering_parses() {
+    // The shape helm/kmscodec/templates/_helpers.tpl renders from examples/vault-kubernetes.yaml.
+    let (auth, authz, problems) = parse_text(
+        r#"
+        [auth.jwt]
+        audiences = ["kmscodec"]
+        issuer = "https://login.example.com/"
+        jwks_url = "https://login.example.com/.well-known/jwks.json"
+        [auth.tokens.oncall]
+        file = "/etc/kmscodec/auth/tokens/oncall"
+        [authz]
+        rules = [{namespaces = ["*"], principals = ["group:temporal-operators", "token:oncall"], roles = ["read"]}]
+        "#,
+    );
+    assert!(problems.is_empty(), "{}", problem_text(&problems));
+    assert!(auth.jwt.is_some() && auth.tokens.contains_key("oncall"));
+    assert_eq!(authz.rules.len(), 1);
+}
+
+#[tokio::test]
+async fn a_stale_key_set_is_fetched_again_and_kept_when_that_fails() {
+    let issuer = Issuer::ec("ec-1");
+    let (server, url) = JwksServer::start(jwks(&[&issuer])).await;
+    let mut config = jwt_config(JwksSource::Url(url));
+    config.jwks_refresh = Duration::ZERO;
+    let mut authenticator = Authenticator::new(
+        &[Method::Jwt],
+        &AuthConfig {
+            tokens: BTreeMap::new(),
+            jwt: Some(config),
+        },
+    )
+    .unwrap();
+    let token = issuer.sign(&claims("alice"));
+    assert!(
+        authenticate_header(&authenticator, &bearer(&token))
+            .await
+            .is_ok()
+    );
+    assert_eq!(server.hits(), 1);
+    // Stale at once, but the refetch limit still holds.
+    assert!(
+        authenticate_header(&authenticator, &bearer(&token))
+            .await
+            .is_ok()
+    );
+    assert_eq!(server.hits(), 1);
+    authenticator
+        .jwt_mut()
+        .unwrap()
+        .keys_mut()
+        .set_min_refetch(Duration::ZERO);
+    assert!(
+        authenticate_header(&authenticator, &bearer(&token))
+            .await
+            .is_ok()
+    );
+    assert_eq!(server.hits(), 2);
+    server.set(503, "maintenance".to_owned());
+    assert!(
+        authenticate_header(&authenticator, &bearer(&token))
+            .await
+            .is_ok()
+    );
+    assert_eq!(server.hits(), 3);
+}
+
+#[test]
+fn the_authenticator_is_shareable_and_its_future_is_send() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    fn send<T: Send>(_: &T) {}
+    shareable::<Authenticator>();
+    shareable::<Authorizer>();
+    let authenticator = Authenticator::open();
+    let credentials = Credentials::default();
+    send(&authenticator.authenticate(&credentials));
+}
