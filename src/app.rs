@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::audit::AuditLog;
+use crate::auth::{Authenticator, Authorizer, Method};
 use crate::codec::{Codec, CodecOptions};
 use crate::config::{Config, ProviderConfig};
 use crate::keyring::{Keyring, NamespacePolicy, Policies};
@@ -57,6 +58,14 @@ pub enum AppError {
         /// What failed.
         error: crate::server::tls::TlsError,
     },
+    /// A listener's authentication could not be set up (a token file, the JWKS file).
+    #[error("{listener} authentication: {error}")]
+    Auth {
+        /// The listener.
+        listener: &'static str,
+        /// What failed.
+        error: crate::auth::AuthSetupError,
+    },
     /// The audit log could not be opened.
     #[error(transparent)]
     Audit(crate::audit::AuditError),
@@ -88,6 +97,12 @@ pub struct App {
     pub audit: Arc<AuditLog>,
     /// Codec requests in flight, across listeners (`max_concurrent_requests`).
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Authentication of the worker listener and gRPC (`[server] auth`).
+    pub worker_auth: Arc<Authenticator>,
+    /// Authentication of the UI listener (`[ui] auth`).
+    pub ui_auth: Option<Arc<Authenticator>>,
+    /// Authorization rules.
+    pub authorizer: Arc<Authorizer>,
 }
 
 impl std::fmt::Debug for App {
@@ -207,6 +222,21 @@ pub fn build(config: Config) -> Result<App, AppError> {
             .max_concurrent_requests
             .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
     ));
+    let authenticator = |listener: &'static str, methods: &[String]| {
+        let methods: Vec<Method> = methods
+            .iter()
+            .filter_map(|m| Method::from_name(m))
+            .collect();
+        Authenticator::new(&methods, &config.auth)
+            .map(Arc::new)
+            .map_err(|error| AppError::Auth { listener, error })
+    };
+    let worker_auth = authenticator("codec", &config.server.auth)?;
+    let ui_auth = match &config.ui {
+        Some(ui) => Some(authenticator("ui", &ui.auth)?),
+        None => None,
+    };
+    let authorizer = Arc::new(Authorizer::new(&config.authz));
     Ok(App {
         config,
         keyring,
@@ -216,6 +246,9 @@ pub fn build(config: Config) -> Result<App, AppError> {
         metrics,
         audit,
         in_flight,
+        worker_auth,
+        ui_auth,
+        authorizer,
     })
 }
 
@@ -230,6 +263,8 @@ impl App {
             cors: server.cors.clone(),
             listener: "worker",
             token_cookie: None,
+            authenticator: Arc::clone(&self.worker_auth),
+            authorizer: Arc::clone(&self.authorizer),
         }
     }
 
@@ -239,6 +274,10 @@ impl App {
             cors: ui.cors.clone(),
             listener: "ui",
             token_cookie: ui.token_cookie.clone(),
+            authenticator: self
+                .ui_auth
+                .clone()
+                .unwrap_or_else(|| Arc::new(Authenticator::open())),
             ..self.http_options()
         }
     }
@@ -384,7 +423,12 @@ impl App {
         let grpc_router = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(grpc::service(self.state(), max_message));
+            .add_service(grpc::service(
+                self.state(),
+                max_message,
+                Arc::clone(&self.worker_auth),
+                Arc::clone(&self.authorizer),
+            ));
         if let Some(listener) = grpc_listener {
             log_listening("grpc", &listener);
             // TCP_NODELAY: a gRPC answer is several small HTTP/2 frames (headers, data,

@@ -73,9 +73,11 @@ pub enum ErrorClass {
     TooLarge,
     /// The namespace has no key, or the key is gone (HTTP 404, gRPC NOT_FOUND).
     NotFound,
-    /// The key provider refused, or the namespace is decrypt-only (HTTP 403,
-    /// gRPC PERMISSION_DENIED).
+    /// The key provider refused, the namespace is decrypt-only, or the caller lacks the role
+    /// (HTTP 403, gRPC PERMISSION_DENIED).
     Forbidden,
+    /// The caller did not authenticate (HTTP 401, gRPC UNAUTHENTICATED).
+    Unauthenticated,
     /// The key provider is unreachable or no key arrived in time; retry (HTTP 503,
     /// gRPC UNAVAILABLE).
     Unavailable,

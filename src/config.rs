@@ -842,6 +842,16 @@ fn parse_root(
     let auth = fields.table("auth", problems);
     let authz = fields.table("authz", problems);
     (config.auth, config.authz) = crate::auth::parse(auth, authz, problems);
+    crate::auth::validate_methods(
+        &config.server.auth,
+        &config.auth,
+        &config.authz,
+        "server.auth",
+        problems,
+    );
+    if let Some(ui) = &config.ui {
+        crate::auth::validate_methods(&ui.auth, &config.auth, &config.authz, "ui.auth", problems);
+    }
 
     if let Some(providers) = fields.table("providers", problems) {
         for (name, value) in providers {

@@ -62,6 +62,7 @@ pub fn result_label(result: Result<(), ErrorClass>) -> &'static str {
         Err(ErrorClass::TooLarge) => "too_large",
         Err(ErrorClass::NotFound) => "not_found",
         Err(ErrorClass::Forbidden) => "forbidden",
+        Err(ErrorClass::Unauthenticated) => "unauthenticated",
         Err(ErrorClass::Unavailable) => "unavailable",
         Err(ErrorClass::Internal) => "internal",
     }

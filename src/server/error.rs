@@ -14,6 +14,7 @@ pub fn http_status(class: ErrorClass) -> StatusCode {
         ErrorClass::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorClass::NotFound => StatusCode::NOT_FOUND,
         ErrorClass::Forbidden => StatusCode::FORBIDDEN,
+        ErrorClass::Unauthenticated => StatusCode::UNAUTHORIZED,
         ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -26,6 +27,7 @@ pub fn grpc_code(class: ErrorClass) -> tonic::Code {
         ErrorClass::TooLarge => tonic::Code::ResourceExhausted,
         ErrorClass::NotFound => tonic::Code::NotFound,
         ErrorClass::Forbidden => tonic::Code::PermissionDenied,
+        ErrorClass::Unauthenticated => tonic::Code::Unauthenticated,
         ErrorClass::Unavailable => tonic::Code::Unavailable,
         ErrorClass::Internal => tonic::Code::Internal,
     }

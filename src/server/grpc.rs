@@ -7,12 +7,14 @@
 //! directly. Messages larger than the body limit are refused by tonic itself with OUT_OF_RANGE;
 //! our own payload-count and payload-size limits answer RESOURCE_EXHAUSTED.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 
 use super::AppState;
 use super::error::grpc_code;
+use crate::auth::{AuthError, Authenticator, Authorizer, Credentials, Principal, Role};
 use crate::codec::{CodecError, ErrorClass, NamespaceCheck};
 use crate::config::valid_namespace;
 use crate::metrics::{Op, Transport};
@@ -38,14 +40,26 @@ pub const SERVICE_NAME: &str = "kmscodec.v1.Codec";
 #[derive(Debug, Clone)]
 pub struct GrpcCodec {
     state: AppState,
+    authenticator: Arc<Authenticator>,
+    authorizer: Arc<Authorizer>,
 }
 
-/// The codec service with message size limits from the configuration.
-pub fn service(state: AppState, max_message_bytes: usize) -> CodecServer<GrpcCodec> {
-    CodecServer::new(GrpcCodec { state })
-        .max_decoding_message_size(max_message_bytes)
-        // Sealing adds a header per payload: allow the answer to be somewhat larger.
-        .max_encoding_message_size(max_message_bytes.saturating_mul(2))
+/// The codec service with message size limits from the configuration, authenticating callers
+/// with `authenticator` (the `authorization` metadata, as `Authorization` over HTTP).
+pub fn service(
+    state: AppState,
+    max_message_bytes: usize,
+    authenticator: Arc<Authenticator>,
+    authorizer: Arc<Authorizer>,
+) -> CodecServer<GrpcCodec> {
+    CodecServer::new(GrpcCodec {
+        state,
+        authenticator,
+        authorizer,
+    })
+    .max_decoding_message_size(max_message_bytes)
+    // Sealing adds a header per payload: allow the answer to be somewhat larger.
+    .max_encoding_message_size(max_message_bytes.saturating_mul(2))
 }
 
 fn status_for(error: &CodecError) -> Status {
@@ -66,11 +80,41 @@ impl GrpcCodec {
         let started = Instant::now();
         let count = payloads.len();
         let bytes: usize = payloads.iter().map(Payload::size).sum();
-        let permit = std::sync::Arc::clone(&self.state.in_flight).try_acquire_owned();
+        let permit = Arc::clone(&self.state.in_flight).try_acquire_owned();
+        let role = match op {
+            Op::Encode => Role::Write,
+            Op::Decode => Role::Read,
+        };
         let result = if permit.is_err() {
             Err((
                 ErrorClass::Unavailable,
                 Status::unavailable("overloaded: too many requests in flight; retry shortly"),
+            ))
+        } else if let Some(error) = caller.refused {
+            Err(if error.is_unavailable() {
+                (
+                    ErrorClass::Unavailable,
+                    Status::unavailable(format!("auth_unavailable: {error}")),
+                )
+            } else {
+                (
+                    ErrorClass::Unauthenticated,
+                    Status::unauthenticated(format!("unauthenticated: {error}")),
+                )
+            })
+        } else if valid_namespace(&namespace)
+            && !self.authenticator.is_open()
+            && !caller
+                .principal
+                .as_ref()
+                .is_some_and(|principal| self.authorizer.allows(principal, &namespace, role))
+        {
+            Err((
+                ErrorClass::Forbidden,
+                Status::permission_denied(format!(
+                    "forbidden: not allowed to {} in this namespace (needs the {role} role)",
+                    op.as_str()
+                )),
             ))
         } else if valid_namespace(&namespace) {
             let codec = &self.state.codec;
@@ -118,7 +162,7 @@ impl GrpcCodec {
             listener: "grpc",
             request_id: &caller.request_id,
             client: caller.client,
-            principal: caller.principal.as_deref(),
+            principal: caller.principal.as_ref().map(|p| p.id.as_str()),
             namespace: valid_namespace(&namespace).then_some(namespace.as_str()),
             op: op.as_str(),
             payloads: count,
@@ -133,24 +177,33 @@ impl GrpcCodec {
     }
 }
 
-/// Who called, for the audit log.
+/// Who called, for authorization and the audit log.
 struct Caller {
     request_id: String,
     client: Option<std::net::SocketAddr>,
-    principal: Option<String>,
+    principal: Option<Principal>,
+    refused: Option<AuthError>,
 }
 
-impl Caller {
-    fn of<T>(request: &Request<T>) -> Self {
-        Self {
-            request_id: crate::audit::request_id(
-                request
-                    .metadata()
-                    .get("x-request-id")
-                    .and_then(|value| value.to_str().ok()),
-            ),
+impl GrpcCodec {
+    async fn caller<T>(&self, request: &Request<T>) -> Caller {
+        let metadata = request.metadata();
+        let text = |key: &str| metadata.get(key).and_then(|value| value.to_str().ok());
+        let credentials = Credentials {
+            authorization: text("authorization"),
+            authorization_extras: text("authorization-extras"),
+            cookie_token: None,
+            client_cert_names: &[],
+        };
+        let (principal, refused) = match self.authenticator.authenticate(&credentials).await {
+            Ok(principal) => (Some(principal), None),
+            Err(error) => (None, Some(error)),
+        };
+        Caller {
+            request_id: crate::audit::request_id(text("x-request-id")),
             client: request.remote_addr(),
-            principal: Some("anonymous".to_owned()),
+            principal,
+            refused,
         }
     }
 }
@@ -171,14 +224,14 @@ fn grpc_error_code(status: &Status) -> &'static str {
 #[tonic::async_trait]
 impl Codec for GrpcCodec {
     async fn encode(&self, request: Request<EncodeRequest>) -> Result<Response<Payloads>, Status> {
-        let caller = Caller::of(&request);
+        let caller = self.caller(&request).await;
         let request = request.into_inner();
         self.run(Op::Encode, caller, request.namespace, request.payloads)
             .await
     }
 
     async fn decode(&self, request: Request<DecodeRequest>) -> Result<Response<Payloads>, Status> {
-        let caller = Caller::of(&request);
+        let caller = self.caller(&request).await;
         let request = request.into_inner();
         self.run(Op::Decode, caller, request.namespace, request.payloads)
             .await

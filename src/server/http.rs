@@ -26,6 +26,7 @@ use super::AppState;
 use super::error::http_status;
 use super::listener::Peer;
 use crate::audit;
+use crate::auth::{AuthError, Authenticator, Authorizer, Credentials, Principal, Role};
 use crate::codec::{CodecError, ErrorClass, NamespaceCheck};
 use crate::config::{CorsConfig, valid_namespace};
 use crate::metrics::{Op, Transport};
@@ -54,6 +55,10 @@ pub struct HttpOptions {
     pub listener: &'static str,
     /// A cookie whose value is a bearer token, for browsers that send credentials as cookies.
     pub token_cookie: Option<String>,
+    /// Who may call this listener.
+    pub authenticator: Arc<Authenticator>,
+    /// What each caller may do.
+    pub authorizer: Arc<Authorizer>,
 }
 
 struct Http {
@@ -334,13 +339,52 @@ impl Http {
 
     /// Serves one encode or decode: namespace, body, parse, codec, answer.
     async fn codec(&self, operation: Operation, prefix: &str, request: Request) -> Outcome {
+        // Who is calling, before anything else is looked at: an unauthenticated caller learns
+        // nothing about namespaces and makes the server buffer nothing.
+        let peer = request.extensions().get::<Peer>();
+        let principal = match self.authenticate(request.headers(), peer).await {
+            Ok(principal) => principal,
+            Err(error) => {
+                discard_body(request.into_body(), self.options.body_limit_bytes).await;
+                return auth_refused(&error);
+            }
+        };
         let namespace = match self.namespace(request.headers(), prefix) {
             Ok(namespace) => namespace,
             Err((response, code)) => {
-                return Outcome::refused(*response, ErrorClass::InvalidInput, code);
+                return Outcome {
+                    principal: Some(principal.id),
+                    ..Outcome::refused(*response, ErrorClass::InvalidInput, code)
+                };
             }
         };
-        let principal = Some("anonymous".to_owned());
+        let role = match operation {
+            Operation::Encode => Role::Write,
+            Operation::Decode => Role::Read,
+        };
+        if !self.options.authenticator.is_open()
+            && !self.options.authorizer.allows(&principal, &namespace, role)
+        {
+            tracing::debug!(principal = %principal.id, namespace, %role, "codec request forbidden");
+            discard_body(request.into_body(), self.options.body_limit_bytes).await;
+            return Outcome {
+                principal: Some(principal.id),
+                namespace: Some(namespace),
+                ..Outcome::refused(
+                    error_response(
+                        StatusCode::FORBIDDEN,
+                        Authorizer::DENIED_CODE,
+                        &format!(
+                            "not allowed to {} in this namespace (needs the {role} role)",
+                            operation.as_str()
+                        ),
+                    ),
+                    ErrorClass::Forbidden,
+                    Authorizer::DENIED_CODE,
+                )
+            };
+        }
+        let principal = Some(principal.id);
         let refused = |response, class, code| Outcome {
             namespace: Some(namespace.clone()),
             principal: principal.clone(),
@@ -452,6 +496,38 @@ impl Http {
         }
     }
 
+    /// Authenticates a request with this listener's methods: `Authorization` (and the Web UI's
+    /// `Authorization-Extras`), else the token cookie, and the TLS client certificate's names.
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<&Peer>,
+    ) -> Result<Principal, AuthError> {
+        let authenticator = &self.options.authenticator;
+        if authenticator.is_open() {
+            return Ok(Principal::anonymous());
+        }
+        let text = |name: http::header::HeaderName| {
+            headers.get(name).and_then(|value| value.to_str().ok())
+        };
+        let authorization = text(header::AUTHORIZATION);
+        let extras = headers
+            .get("authorization-extras")
+            .and_then(|value| value.to_str().ok());
+        let cookie = match (&self.options.token_cookie, authorization) {
+            (Some(name), None) => cookie_value(headers, name),
+            _ => None,
+        };
+        let names: &[String] = peer.map(|peer| &peer.client_cert_names[..]).unwrap_or(&[]);
+        let credentials = Credentials {
+            authorization,
+            authorization_extras: extras,
+            cookie_token: cookie.as_deref(),
+            client_cert_names: names,
+        };
+        authenticator.authenticate(&credentials).await
+    }
+
     fn namespace(
         &self,
         headers: &HeaderMap,
@@ -524,6 +600,45 @@ async fn discard_body(body: Body, limit: usize) {
         }
     };
     let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+}
+
+/// The answer to a request that did not authenticate: 401 with `WWW-Authenticate`, or 503
+/// when the issuer's signing keys could not be fetched.
+fn auth_refused(error: &AuthError) -> Outcome {
+    if error.is_unavailable() {
+        let mut response = error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "auth_unavailable",
+            &error.to_string(),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return Outcome::refused(response, ErrorClass::Unavailable, error.code());
+    }
+    let mut response = error_response(
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        &error.to_string(),
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(error.www_authenticate()),
+    );
+    Outcome::refused(response, ErrorClass::Unauthenticated, error.code())
+}
+
+/// The value of cookie `name` from the `Cookie` headers, without surrounding quotes.
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.trim().trim_matches('"').to_owned())
+        .filter(|value| !value.is_empty())
 }
 
 fn empty(status: StatusCode) -> Response {

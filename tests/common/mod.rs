@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod pki;
 pub mod sdk;
 
 /// How long servers get to become ready.

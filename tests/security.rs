@@ -1,0 +1,698 @@
+//! Who may encode and decode: the authentication and authorization matrix on the UI listener,
+//! each case with its status, error code, CORS headers and audit line; the token cookie; client
+//! certificates as principals; gRPC authentication; configuration refusals.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::{Kmscodec, json_document};
+use serde_json::{Value, json};
+
+const ISSUER: &str = "https://issuer.test";
+const AUDIENCE: &str = "temporal-ui";
+const ORIGIN: &str = "http://127.0.0.1:8233";
+
+/// An ES256 signing key and the JWKS that publishes it.
+struct Issuer {
+    key: jsonwebtoken::EncodingKey,
+    jwks: Value,
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    base64_simd::URL_SAFE_NO_PAD.encode_to_string(bytes)
+}
+
+impl Issuer {
+    fn new() -> Issuer {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let point = pair.public_key_raw();
+        assert_eq!(point.len(), 65, "uncompressed P-256 point");
+        let jwks = json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": "k1", "use": "sig", "alg": "ES256",
+            "x": b64url(&point[1..33]), "y": b64url(&point[33..]),
+        }]});
+        Issuer {
+            key: jsonwebtoken::EncodingKey::from_ec_der(&pair.serialize_der()),
+            jwks,
+        }
+    }
+
+    fn token(&self, claims: Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("k1".to_owned());
+        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Claims of a valid access token for `sub`, overridden by `extra`.
+fn claims(sub: &str, extra: Value) -> Value {
+    let mut claims = json!({
+        "iss": ISSUER, "aud": AUDIENCE, "sub": sub,
+        "iat": now() - 10, "exp": now() + 600,
+    });
+    for (key, value) in extra.as_object().unwrap() {
+        claims[key] = value.clone();
+    }
+    claims
+}
+
+struct Setup {
+    codec: Kmscodec,
+    ui_url: String,
+    audit: PathBuf,
+    issuer: Issuer,
+    _dir: PathBuf,
+}
+
+fn write_secret(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// kmscodec with an open worker listener and a UI listener that takes tokens and JWTs:
+/// `token:reader` reads orders, `token:writer` writes orders, `token:other` reads billing,
+/// `group:sre` (JWT) reads every namespace, `email:alice@example.com` reads orders.
+fn setup() -> Setup {
+    let dir = common::temp_dir("security").keep();
+    let issuer = Issuer::new();
+    let jwks = dir.join("jwks.json");
+    std::fs::write(&jwks, issuer.jwks.to_string()).unwrap();
+    for (name, token) in [
+        ("reader", "reader-token-0123456789"),
+        ("writer", "writer-token-0123456789"),
+        ("other", "other-token-0123456789"),
+    ] {
+        write_secret(&dir.join(name), &format!("{token}\n"));
+    }
+    let audit = dir.join("audit.log");
+    let ui_port = common::free_port();
+    let config = format!(
+        r#"
+[ui]
+listen = "127.0.0.1:{ui_port}"
+auth = ["token", "jwt"]
+token_cookie = "kmscodec_token"
+[ui.cors]
+allowed_origins = ["{ORIGIN}"]
+allow_credentials = true
+
+[auth.tokens.reader]
+file = {reader:?}
+[auth.tokens.writer]
+file = {writer:?}
+[auth.tokens.other]
+file = {other:?}
+[auth.jwt]
+issuer = "{ISSUER}"
+audiences = ["{AUDIENCE}"]
+jwks_file = {jwks:?}
+algorithms = ["ES256"]
+leeway = "5s"
+
+[[authz.rules]]
+principals = ["token:reader", "email:alice@example.com"]
+namespaces = ["orders"]
+roles = ["read"]
+[[authz.rules]]
+principals = ["token:writer"]
+namespaces = ["orders"]
+roles = ["write"]
+[[authz.rules]]
+principals = ["token:other"]
+namespaces = ["billing"]
+roles = ["read"]
+[[authz.rules]]
+principals = ["group:sre"]
+namespaces = ["*"]
+roles = ["read"]
+
+[audit]
+output = "file"
+path = {audit:?}
+
+[providers.dev]
+kind = "local"
+path = {keyring:?}
+create_missing = true
+[namespaces."*"]
+provider = "dev"
+key = "dev"
+"#,
+        reader = dir.join("reader"),
+        writer = dir.join("writer"),
+        other = dir.join("other"),
+        keyring = dir.join("keyring.json"),
+    );
+    let codec = Kmscodec::start_with(Some(&config), &[]);
+    Setup {
+        codec,
+        ui_url: format!("http://127.0.0.1:{ui_port}"),
+        audit,
+        issuer,
+        _dir: dir,
+    }
+}
+
+/// The audit line with `request_id`.
+fn audit_line(path: &Path, request_id: &str) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .find(|line| line["request_id"] == request_id)
+        .unwrap_or_else(|| panic!("no audit line for {request_id} in:\n{text}"))
+}
+
+#[test]
+fn the_auth_matrix_answers_each_case_with_the_right_status_and_an_audit_line() {
+    let setup = setup();
+    // Sealed payloads for orders and billing, from the open worker listener.
+    let sealed = |namespace: &str| {
+        let response =
+            common::codec_post(&setup.codec, "encode", namespace, &json_document("matrix"));
+        assert_eq!(response.status, 200);
+        common::json_of(&response)
+    };
+    let orders = sealed("orders");
+    let plain = json_document("matrix");
+    let issuer = &setup.issuer;
+    let bearer = |token: &str| format!("Bearer {token}");
+
+    struct Case {
+        name: &'static str,
+        op: &'static str,
+        namespace: &'static str,
+        authorization: Option<String>,
+        status: u16,
+        code: &'static str,
+        principal: Option<&'static str>,
+    }
+    let cases = [
+        Case {
+            name: "no token",
+            op: "decode",
+            namespace: "orders",
+            authorization: None,
+            status: 401,
+            code: "missing_credentials",
+            principal: None,
+        },
+        Case {
+            name: "bad token",
+            op: "decode",
+            namespace: "orders",
+            authorization: Some(bearer("not-a-real-token")),
+            status: 401,
+            code: "invalid_credentials",
+            principal: None,
+        },
+        Case {
+            name: "not a bearer token",
+            op: "decode",
+            namespace: "orders",
+            authorization: Some("Basic dXNlcjpwYXNz".to_owned()),
+            status: 401,
+            code: "malformed_credentials",
+            principal: None,
+        },
+        Case {
+            name: "expired JWT",
+            op: "decode",
+            namespace: "orders",
+            authorization: Some(bearer(&issuer.token(claims(
+                "u1",
+                json!({"groups": ["sre"], "exp": now() - 120, "iat": now() - 900}),
+            )))),
+            status: 401,
+            code: "token_expired",
+            principal: None,
+        },
+        Case {
+            name: "wrong audience",
+            op: "decode",
+            namespace: "orders",
+            authorization: Some(bearer(&issuer.token(claims(
+                "u1",
+                json!({"groups": ["sre"], "aud": "someone-else"}),
+            )))),
+            status: 401,
+            code: "wrong_audience",
+            principal: None,
+        },
+        Case {
+            name: "wrong issuer",
+            op: "decode",
+            namespace: "orders",
+            authorization: Some(bearer(&issuer.token(claims(
+                "u1",
+                json!({"groups": ["sre"], "iss": "https://evil.test"}),
+            )))),
+            status: 401,
+            code: "wrong_issuer",
+            principal: None,
+        },
+        Case {
+            name: "JWT signed by another key",
+            op: "decode",
+            namespace: "orders",
+            authorization: Some(bearer(
+                &Issuer::new().token(claims("u1", json!({"groups": ["sre"]}))),
+            )),
+            status: 401,
+            code: "invalid_credentials",
+            principal: None,
+        },
+        Case {
+            name: "valid token for another namespace",
+            op: "decode",
+            namespace: "orders",
+            authorization: Some(bearer("other-token-0123456789")),
+            status: 403,
+            code: "forbidden",
+            principal: Some("token:other"),
+        },
+        Case {
+            name: "reader calling encode",
+            op: "encode",
+            namespace: "orders",
+            authorization: Some(bearer("reader-token-0123456789")),
+            status: 403,
+            code: "forbidden",
+            principal: Some("token:reader"),
+        },
+        Case {
+            name: "writer calling decode",
+            op: "decode",
+            namespace: "orders",
+            authorization: Some(bearer("writer-token-0123456789")),
+            status: 403,
+            code: "forbidden",
+            principal: Some("token:writer"),
+        },
+        Case {
+            name: "writer encode",
+            op: "encode",
+            namespace: "orders",
+            authorization: Some(bearer("writer-token-0123456789")),
+            status: 200,
+            code: "ok",
+            principal: Some("token:writer"),
+        },
+        Case {
+            name: "valid reader decode",
+            op: "decode",
+            namespace: "orders",
+            authorization: Some(bearer("reader-token-0123456789")),
+            status: 200,
+            code: "ok",
+            principal: Some("token:reader"),
+        },
+        Case {
+            name: "JWT group reader decode",
+            op: "decode",
+            namespace: "orders",
+            authorization: Some(bearer(
+                &issuer.token(claims("u-sre", json!({"groups": ["sre"]}))),
+            )),
+            status: 200,
+            code: "ok",
+            principal: Some("sub:u-sre"),
+        },
+        Case {
+            name: "JWT email reader decode",
+            op: "decode",
+            namespace: "orders",
+            authorization: Some(bearer(
+                &issuer.token(claims("u-alice", json!({"email": "alice@example.com"}))),
+            )),
+            status: 200,
+            code: "ok",
+            principal: Some("sub:u-alice"),
+        },
+        Case {
+            name: "JWT without a matching rule",
+            op: "decode",
+            namespace: "orders",
+            authorization: Some(bearer(
+                &issuer.token(claims("u-bob", json!({"email": "bob@example.com"}))),
+            )),
+            status: 403,
+            code: "forbidden",
+            principal: Some("sub:u-bob"),
+        },
+    ];
+    let mut failures = Vec::new();
+    for (index, case) in cases.iter().enumerate() {
+        let request_id = format!("matrix-{index}");
+        let body = if case.op == "decode" { &orders } else { &plain };
+        let mut headers = vec![
+            ("Content-Type", "application/json"),
+            ("X-Namespace", case.namespace),
+            ("Origin", ORIGIN),
+            ("X-Request-Id", request_id.as_str()),
+        ];
+        if let Some(value) = &case.authorization {
+            headers.push(("Authorization", value.as_str()));
+        }
+        let response = common::http_request(
+            "POST",
+            &format!("{}/{}", setup.ui_url, case.op),
+            &headers,
+            body.to_string().as_bytes(),
+        )
+        .unwrap();
+        let audit = audit_line(&setup.audit, &request_id);
+        let mut problems = Vec::new();
+        if response.status != case.status {
+            problems.push(format!("status {} (want {})", response.status, case.status));
+        }
+        // The browser must be able to read refusals: CORS headers on every answer.
+        if response.header("access-control-allow-origin") != Some(ORIGIN) {
+            problems.push("no CORS header".to_owned());
+        }
+        if case.status == 401 && response.header("www-authenticate").is_none() {
+            problems.push("401 without WWW-Authenticate".to_owned());
+        }
+        if case.status == 200 {
+            let payloads = common::json_of(&response)["payloads"].clone();
+            if payloads.as_array().map(Vec::len) != Some(1) {
+                problems.push(format!("body {payloads}"));
+            }
+            if case.op == "decode" && payloads[0] != plain["payloads"][0] {
+                problems.push("decode did not restore the payload".to_owned());
+            }
+        } else {
+            let body = common::json_of(&response);
+            let want = if case.status == 401 {
+                "unauthenticated"
+            } else {
+                "forbidden"
+            };
+            if body["code"] != want || body.get("payloads").is_some() {
+                problems.push(format!("body {body}"));
+            }
+            // Never a hint of the credential in the answer.
+            if let Some(secret) = &case.authorization
+                && response
+                    .text()
+                    .contains(secret.trim_start_matches("Bearer "))
+            {
+                problems.push("the answer echoes the credential".to_owned());
+            }
+        }
+        if audit["status"] != case.status
+            || audit["result"] != case.code
+            || audit["op"] != case.op
+            || audit["listener"] != "ui"
+            || audit["principal"].as_str() != case.principal
+        {
+            problems.push(format!("audit {audit}"));
+        }
+        if let Some(secret) = &case.authorization {
+            let log = std::fs::read_to_string(&setup.audit).unwrap();
+            if log.contains(secret.trim_start_matches("Bearer ")) {
+                problems.push("the audit log contains the credential".to_owned());
+            }
+        }
+        println!(
+            "{:<36} {} {:<20} audit principal={} result={}",
+            case.name, response.status, case.code, audit["principal"], audit["result"]
+        );
+        if !problems.is_empty() {
+            failures.push(format!("{}: {}", case.name, problems.join("; ")));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn the_ui_listener_accepts_the_token_cookie_and_the_worker_listener_stays_open() {
+    let setup = setup();
+    let sealed = common::json_of(&common::codec_post(
+        &setup.codec,
+        "encode",
+        "orders",
+        &json_document("cookie"),
+    ));
+    let decode = |cookie: Option<&str>| {
+        let mut headers = vec![
+            ("Content-Type", "application/json"),
+            ("X-Namespace", "orders"),
+            ("Origin", ORIGIN),
+        ];
+        if let Some(cookie) = cookie {
+            headers.push(("Cookie", cookie));
+        }
+        common::http_request(
+            "POST",
+            &format!("{}/decode", setup.ui_url),
+            &headers,
+            sealed.to_string().as_bytes(),
+        )
+        .unwrap()
+    };
+    assert_eq!(decode(None).status, 401);
+    assert_eq!(
+        decode(Some("theme=dark; kmscodec_token=reader-token-0123456789")).status,
+        200
+    );
+    assert_eq!(decode(Some("kmscodec_token=wrong")).status, 401);
+    assert_eq!(
+        decode(Some("other_cookie=reader-token-0123456789")).status,
+        401
+    );
+    let jwt = setup
+        .issuer
+        .token(claims("u-sre", json!({"groups": ["sre"]})));
+    assert_eq!(decode(Some(&format!("kmscodec_token={jwt}"))).status, 200);
+    // The worker listener has no auth configured: anonymous, and audited as such.
+    let response = common::codec_post(&setup.codec, "decode", "orders", &sealed);
+    assert_eq!(response.status, 200);
+    let text = std::fs::read_to_string(&setup.audit).unwrap();
+    assert!(
+        text.lines()
+            .any(|line| line.contains("\"listener\":\"worker\"")
+                && line.contains("\"principal\":\"anonymous\"")),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_listener_naming_an_unconfigured_method_or_missing_rules_refuses_to_start() {
+    let dir = common::temp_dir("security-config");
+    for (config, expected) in [
+        (
+            "[ui]\nlisten = \"127.0.0.1:0\"\nauth = [\"jwt\"]\n",
+            "ui.auth[0]",
+        ),
+        ("[ui]\nlisten = \"127.0.0.1:0\"\n", "ui.auth"),
+        (
+            "[server]\nauth = [\"token\"]\n[auth.tokens.a]\nfile = \"/nonexistent\"\n",
+            "authz",
+        ),
+    ] {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, config).unwrap();
+        let output = common::kmscodec_cmd(dir.path(), &["config", "check"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{config}");
+        assert!(stderr.contains(expected), "{config}: {stderr}");
+    }
+}
+
+#[test]
+fn a_verified_client_certificate_is_a_principal_on_a_tls_listener() {
+    use common::pki::{client_pki, pki, tls_client};
+    let dir = common::temp_dir("security-mtls").keep();
+    let server = pki("server");
+    let (client_ca, worker_a) = client_pki("worker-a.example");
+    let (_, stranger) = client_pki("worker-a.example");
+    for (name, text) in [
+        ("tls.crt", &server.cert_pem),
+        ("tls.key", &server.key_pem),
+        ("client-ca.crt", &client_ca),
+    ] {
+        write_secret(&dir.join(name), text);
+    }
+    write_secret(&dir.join("reader"), "reader-token-0123456789\n");
+    let ui_port = common::free_port();
+    let config = format!(
+        r#"
+[ui]
+listen = "127.0.0.1:{ui_port}"
+auth = ["mtls", "token"]
+[ui.tls]
+cert_file = {cert:?}
+key_file = {key:?}
+client_ca_file = {ca:?}
+client_auth = "optional"
+[auth.tokens.reader]
+file = {reader:?}
+[[authz.rules]]
+principals = ["cert:worker-a.example"]
+namespaces = ["orders"]
+roles = ["read", "write"]
+[[authz.rules]]
+principals = ["token:reader"]
+namespaces = ["orders"]
+roles = ["read"]
+[audit]
+output = "file"
+path = {audit:?}
+[providers.dev]
+kind = "local"
+path = {keyring:?}
+create_missing = true
+[namespaces."*"]
+provider = "dev"
+key = "dev"
+"#,
+        cert = dir.join("tls.crt"),
+        key = dir.join("tls.key"),
+        ca = dir.join("client-ca.crt"),
+        reader = dir.join("reader"),
+        audit = dir.join("audit.log"),
+        keyring = dir.join("keyring.json"),
+    );
+    let _codec = Kmscodec::start_with(Some(&config), &[]);
+    let url = format!("https://127.0.0.1:{ui_port}/encode");
+    let encode = |client: &reqwest::blocking::Client, token: Option<&str>| {
+        let mut request = client
+            .post(&url)
+            .header("x-namespace", "orders")
+            .header("content-type", "application/json")
+            .body(json_document("mtls").to_string());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().unwrap().status().as_u16()
+    };
+    // The certificate's DNS name is the principal: it may encode orders.
+    assert_eq!(
+        encode(&tls_client(&server.ca_pem, Some(&worker_a)), None),
+        200
+    );
+    // Optional client auth: without a certificate, a token is needed, and a reader cannot encode.
+    let anonymous = tls_client(&server.ca_pem, None);
+    assert_eq!(encode(&anonymous, None), 401);
+    assert_eq!(encode(&anonymous, Some("reader-token-0123456789")), 403);
+    // A certificate from another CA is refused in the handshake.
+    let refused = tls_client(&server.ca_pem, Some(&stranger))
+        .post(&url)
+        .header("x-namespace", "orders")
+        .body(json_document("mtls").to_string())
+        .send();
+    assert!(refused.is_err());
+    let audit = std::fs::read_to_string(dir.join("audit.log")).unwrap();
+    assert!(
+        audit.contains("\"principal\":\"cert:worker-a.example\""),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn grpc_callers_authenticate_with_authorization_metadata() {
+    use kmscodec::server::grpc::proto::EncodeRequest;
+    use kmscodec::server::grpc::proto::codec_client::CodecClient;
+    let dir = common::temp_dir("security-grpc").keep();
+    write_secret(&dir.join("worker"), "worker-token-0123456789\n");
+    let grpc_port = common::free_port();
+    let config = format!(
+        r#"
+[server]
+grpc_listen = "127.0.0.1:{grpc_port}"
+auth = ["token"]
+[auth.tokens.worker]
+file = {worker:?}
+[[authz.rules]]
+principals = ["token:worker"]
+namespaces = ["orders"]
+roles = ["write"]
+[audit]
+output = "file"
+path = {audit:?}
+[providers.dev]
+kind = "local"
+path = {keyring:?}
+create_missing = true
+[namespaces."*"]
+provider = "dev"
+key = "dev"
+"#,
+        worker = dir.join("worker"),
+        audit = dir.join("audit.log"),
+        keyring = dir.join("keyring.json"),
+    );
+    let codec = Kmscodec::start_with(Some(&config), &[]);
+    let channel = tonic::transport::Endpoint::try_from(format!("http://127.0.0.1:{grpc_port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = CodecClient::new(channel);
+    let request = |namespace: &str, token: Option<&str>| {
+        let mut request = tonic::Request::new(EncodeRequest {
+            namespace: namespace.to_owned(),
+            payloads: vec![],
+        });
+        if let Some(token) = token {
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        request
+    };
+    let missing = client.encode(request("orders", None)).await.unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::Unauthenticated);
+    let wrong = client
+        .encode(request("orders", Some("nope")))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
+    let forbidden = client
+        .encode(request("billing", Some("worker-token-0123456789")))
+        .await
+        .unwrap_err();
+    assert_eq!(forbidden.code(), tonic::Code::PermissionDenied);
+    client
+        .encode(request("orders", Some("worker-token-0123456789")))
+        .await
+        .unwrap();
+    // The HTTP worker listener shares the methods: a request without a token is refused.
+    let response = common::codec_post(&codec, "encode", "orders", &json_document("x"));
+    assert_eq!(response.status, 401);
+    let audit = std::fs::read_to_string(dir.join("audit.log")).unwrap();
+    let grpc_lines: Vec<Value> = audit
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|line| line["listener"] == "grpc")
+        .collect();
+    let results: Vec<&str> = grpc_lines
+        .iter()
+        .map(|line| line["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        results,
+        [
+            "unauthenticated",
+            "unauthenticated",
+            "permission_denied",
+            "ok"
+        ]
+    );
+    assert_eq!(grpc_lines[3]["principal"], "token:worker");
+}
