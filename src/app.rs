@@ -321,6 +321,7 @@ impl App {
         };
         let codec_tls = tls("codec", &server.tls)?;
         let admin_tls = tls("admin", &server.admin_tls)?;
+        let grpc_tls = tls("grpc", &server.grpc_tls)?;
         let ui_tls = match &self.config.ui {
             Some(ui) => tls("ui", &ui.tls)?,
             None => None,
@@ -420,34 +421,33 @@ impl App {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|error| AppError::Serve(std::io::Error::other(error)))?;
+        let codec_service = grpc::service(
+            self.state(),
+            max_message,
+            Arc::clone(&self.worker_auth),
+            Arc::clone(&self.authorizer),
+        );
+        if let Some(listener) = grpc_listener {
+            log_listening("grpc", &listener);
+            // Served by the same accept loop as HTTP: TLS (`[server.grpc_tls]`), client
+            // certificates, connection limits and the drain. HTTP/2 is detected from the
+            // connection preface (or ALPN); TCP_NODELAY is set on every connection, as gRPC
+            // answers are several small frames.
+            let routes = tonic::service::Routes::new(health_service.clone())
+                .add_service(reflection.clone())
+                .add_service(codec_service.clone())
+                .prepare()
+                .into_axum_router();
+            let options = listener_options("grpc", grpc_tls);
+            tasks.push((
+                "grpc",
+                tokio::spawn(listener::serve(listener, routes, options, drain_rx.clone())),
+            ));
+        }
         let grpc_router = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(grpc::service(
-                self.state(),
-                max_message,
-                Arc::clone(&self.worker_auth),
-                Arc::clone(&self.authorizer),
-            ));
-        if let Some(listener) = grpc_listener {
-            log_listening("grpc", &listener);
-            // TCP_NODELAY: a gRPC answer is several small HTTP/2 frames (headers, data,
-            // trailers) written one after the other; with Nagle's algorithm the last ones wait
-            // for the client's delayed ACK, about 40 ms per call on Linux loopback.
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            let router = grpc_router.clone();
-            let signal = drained(drain_rx.clone());
-            tasks.push((
-                "grpc",
-                tokio::spawn(async move {
-                    router
-                        .serve_with_incoming_shutdown(incoming, signal)
-                        .await
-                        .map_err(std::io::Error::other)
-                }),
-            ));
-        }
+            .add_service(codec_service);
         if let Some((path, listener)) = unix_listener {
             tracing::info!(path = %path.display(), "grpc listening on unix socket");
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);

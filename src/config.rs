@@ -121,6 +121,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsSettings>,
     /// TLS on the admin listener.
     pub admin_tls: Option<TlsSettings>,
+    /// TLS on the gRPC TCP listener.
+    pub grpc_tls: Option<TlsSettings>,
     /// Most connections open at once, per HTTP listener.
     pub max_connections: usize,
     /// Largest request head (request line and headers) in bytes.
@@ -435,6 +437,7 @@ fn base() -> Config {
             auth: Vec::new(),
             tls: None,
             admin_tls: None,
+            grpc_tls: None,
             max_connections: 1024,
             max_header_bytes: 16 << 10,
             max_concurrent_requests: 64,
@@ -1048,6 +1051,11 @@ fn parse_server(
     server.admin_tls = parse_tls(
         "server.admin_tls",
         fields.table("admin_tls", problems),
+        problems,
+    );
+    server.grpc_tls = parse_tls(
+        "server.grpc_tls",
+        fields.table("grpc_tls", problems),
         problems,
     );
     if let Some(max) = fields.unsigned("max_connections", problems) {

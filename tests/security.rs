@@ -696,3 +696,120 @@ key = "dev"
     );
     assert_eq!(grpc_lines[3]["principal"], "token:worker");
 }
+
+#[test]
+fn the_web_uis_authorization_extras_id_token_adds_its_claims() {
+    let setup = setup();
+    let sealed = common::json_of(&common::codec_post(
+        &setup.codec,
+        "encode",
+        "orders",
+        &json_document("extras"),
+    ));
+    // The access token alone names no group; the ID token of the same subject does.
+    let access = setup.issuer.token(claims("u-carol", json!({})));
+    let id_token = setup
+        .issuer
+        .token(claims("u-carol", json!({"groups": ["sre"]})));
+    let other_subject = setup
+        .issuer
+        .token(claims("u-mallory", json!({"groups": ["sre"]})));
+    let decode = |extras: Option<&str>| {
+        let authorization = format!("Bearer {access}");
+        let mut headers = vec![
+            ("Content-Type", "application/json"),
+            ("X-Namespace", "orders"),
+            ("Authorization", authorization.as_str()),
+        ];
+        if let Some(extras) = extras {
+            headers.push(("Authorization-Extras", extras));
+        }
+        common::http_request(
+            "POST",
+            &format!("{}/decode", setup.ui_url),
+            &headers,
+            sealed.to_string().as_bytes(),
+        )
+        .unwrap()
+        .status
+    };
+    assert_eq!(decode(None), 403);
+    assert_eq!(decode(Some(&id_token)), 200);
+    // An ID token of another subject, or garbage, adds nothing (and fails nothing).
+    assert_eq!(decode(Some(&other_subject)), 403);
+    assert_eq!(decode(Some("not-a-jwt")), 403);
+}
+
+#[tokio::test]
+async fn grpc_over_tls_takes_the_client_certificate_as_the_principal() {
+    use common::pki::{client_pki, pki};
+    use kmscodec::server::grpc::proto::EncodeRequest;
+    use kmscodec::server::grpc::proto::codec_client::CodecClient;
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let dir = common::temp_dir("security-grpc-tls").keep();
+    let server = pki("server");
+    let (client_ca, worker_a) = client_pki("worker-a.example");
+    for (name, text) in [
+        ("tls.crt", &server.cert_pem),
+        ("tls.key", &server.key_pem),
+        ("client-ca.crt", &client_ca),
+    ] {
+        write_secret(&dir.join(name), text);
+    }
+    let grpc_port = common::free_port();
+    let config = format!(
+        r#"
+[server]
+grpc_listen = "127.0.0.1:{grpc_port}"
+auth = ["mtls"]
+[server.grpc_tls]
+cert_file = {cert:?}
+key_file = {key:?}
+client_ca_file = {ca:?}
+client_auth = "optional"
+[[authz.rules]]
+principals = ["cert:worker-a.example"]
+namespaces = ["orders"]
+roles = ["write"]
+[providers.dev]
+kind = "local"
+path = {keyring:?}
+create_missing = true
+[namespaces."*"]
+provider = "dev"
+key = "dev"
+"#,
+        cert = dir.join("tls.crt"),
+        key = dir.join("tls.key"),
+        ca = dir.join("client-ca.crt"),
+        keyring = dir.join("keyring.json"),
+    );
+    let _codec = Kmscodec::start_with(Some(&config), &[]);
+    let connect = |identity: Option<&str>| {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&server.ca_pem))
+            .domain_name("localhost");
+        if let Some(pem) = identity {
+            tls = tls.identity(Identity::from_pem(pem, pem));
+        }
+        async move {
+            let channel = Endpoint::try_from(format!("https://127.0.0.1:{grpc_port}"))
+                .unwrap()
+                .tls_config(tls)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            CodecClient::new(channel)
+        }
+    };
+    let request = || EncodeRequest {
+        namespace: "orders".to_owned(),
+        payloads: vec![],
+    };
+    let mut with_cert = connect(Some(&worker_a)).await;
+    with_cert.encode(request()).await.unwrap();
+    let mut without = connect(None).await;
+    let refused = without.encode(request()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+}

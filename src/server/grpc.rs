@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 
 use super::AppState;
 use super::error::grpc_code;
+use super::listener::Peer;
 use crate::auth::{AuthError, Authenticator, Authorizer, Credentials, Principal, Role};
 use crate::codec::{CodecError, ErrorClass, NamespaceCheck};
 use crate::config::valid_namespace;
@@ -189,11 +190,14 @@ impl GrpcCodec {
     async fn caller<T>(&self, request: &Request<T>) -> Caller {
         let metadata = request.metadata();
         let text = |key: &str| metadata.get(key).and_then(|value| value.to_str().ok());
+        // Over TCP the connection is served by `super::listener`, which adds the peer (and a
+        // verified client certificate's names); over the Unix socket there is none.
+        let peer = request.extensions().get::<Peer>();
         let credentials = Credentials {
             authorization: text("authorization"),
             authorization_extras: text("authorization-extras"),
             cookie_token: None,
-            client_cert_names: &[],
+            client_cert_names: peer.map(|peer| &peer.client_cert_names[..]).unwrap_or(&[]),
         };
         let (principal, refused) = match self.authenticator.authenticate(&credentials).await {
             Ok(principal) => (Some(principal), None),
@@ -201,7 +205,9 @@ impl GrpcCodec {
         };
         Caller {
             request_id: crate::audit::request_id(text("x-request-id")),
-            client: request.remote_addr(),
+            client: peer
+                .map(|peer| peer.address)
+                .or_else(|| request.remote_addr()),
             principal,
             refused,
         }
