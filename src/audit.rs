@@ -171,7 +171,13 @@ pub fn request_id(supplied: Option<&str>) -> String {
     if getrandom::fill(&mut bytes).is_err() {
         return "unknown".to_owned();
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(32);
+    for byte in bytes {
+        id.push(char::from(HEX[usize::from(byte >> 4)]));
+        id.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    id
 }
 
 #[cfg(test)]
