@@ -261,3 +261,38 @@ fn serve_creates_the_dev_keyring_with_a_warning_and_exits_cleanly_on_sigterm() {
         codec.guard.log_tail(20)
     );
 }
+
+#[test]
+fn every_toml_example_in_the_docs_passes_config_check() {
+    let dir = temp_dir("cli-doc-examples");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Full configuration files only: docs/configuration.md's example and the authentication
+    // guide's (fragments elsewhere are not meant to stand alone).
+    for (doc, needs) in [
+        ("docs/configuration.md", "[providers."),
+        ("docs/authentication.md", "[auth."),
+    ] {
+        let text = fs::read_to_string(root.join(doc)).unwrap();
+        let block = text
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .unwrap_or_else(|| panic!("{doc} has no toml example"));
+        assert!(block.contains(needs), "{doc}: first example lacks {needs}");
+        // The authentication example names no provider: add the smallest one.
+        let file = dir.path().join("example.toml");
+        let mut toml = block.to_owned();
+        if !toml.contains("[providers.") {
+            toml.push_str(
+                "[providers.dev]\nkind = \"local\"\npath = \"k.json\"\n\
+                 [namespaces.\"*\"]\nprovider = \"dev\"\nkey = \"dev\"\n",
+            );
+        }
+        fs::write(&file, &toml).unwrap();
+        let ran = run(
+            kmscodec_cmd(dir.path(), &["config", "check", file.to_str().unwrap()]),
+            "",
+        );
+        assert_eq!(ran.code, Some(0), "{doc}:\n{toml}\n{}", ran.stderr);
+    }
+}
