@@ -368,9 +368,6 @@ impl App {
             report_health(&health, false).await;
             let _ = drain_tx.send(true);
         });
-        let drained = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|draining| *draining).await;
-        };
 
         let mut tasks: Vec<(&'static str, tokio::task::JoinHandle<std::io::Result<()>>)> =
             Vec::new();
@@ -427,38 +424,41 @@ impl App {
             Arc::clone(&self.worker_auth),
             Arc::clone(&self.authorizer),
         );
+        // gRPC over TCP and over the Unix socket is served by the same accept loop as HTTP:
+        // TLS (`[server.grpc_tls]`, TCP only), client certificates, connection limits and the
+        // drain. HTTP/2 is detected from the connection preface (or ALPN); TCP_NODELAY is set on
+        // every TCP connection, as gRPC answers are several small frames.
+        let grpc_routes = tonic::service::Routes::new(health_service)
+            .add_service(reflection)
+            .add_service(codec_service)
+            .prepare()
+            .into_axum_router();
         if let Some(listener) = grpc_listener {
             log_listening("grpc", &listener);
-            // Served by the same accept loop as HTTP: TLS (`[server.grpc_tls]`), client
-            // certificates, connection limits and the drain. HTTP/2 is detected from the
-            // connection preface (or ALPN); TCP_NODELAY is set on every connection, as gRPC
-            // answers are several small frames.
-            let routes = tonic::service::Routes::new(health_service.clone())
-                .add_service(reflection.clone())
-                .add_service(codec_service.clone())
-                .prepare()
-                .into_axum_router();
             let options = listener_options("grpc", grpc_tls);
             tasks.push((
                 "grpc",
-                tokio::spawn(listener::serve(listener, routes, options, drain_rx.clone())),
+                tokio::spawn(listener::serve(
+                    listener,
+                    grpc_routes.clone(),
+                    options,
+                    drain_rx.clone(),
+                )),
             ));
         }
-        let grpc_router = tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(codec_service);
         if let Some((path, listener)) = unix_listener {
             tracing::info!(path = %path.display(), "grpc listening on unix socket");
-            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-            let signal = drained(drain_rx.clone());
+            let options = listener_options("grpc unix", None);
+            let serve = listener::serve(
+                listener::Bound::Unix(listener),
+                grpc_routes,
+                options,
+                drain_rx.clone(),
+            );
             tasks.push((
                 "grpc unix",
                 tokio::spawn(async move {
-                    let result = grpc_router
-                        .serve_with_incoming_shutdown(incoming, signal)
-                        .await
-                        .map_err(std::io::Error::other);
+                    let result = serve.await;
                     let _ = std::fs::remove_file(&path);
                     result
                 }),

@@ -68,14 +68,49 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// hyper's smallest HTTP/1 read buffer.
 const MIN_HEAD_BUFFER: usize = 8192;
 
+/// A bound socket the accept loop serves.
+#[derive(Debug)]
+pub enum Bound {
+    /// TCP: the peer's address is known, TLS is possible.
+    Tcp(TcpListener),
+    /// A Unix domain socket (the pod-local gRPC socket): no peer address, no TLS.
+    Unix(tokio::net::UnixListener),
+}
+
+/// One accepted connection.
+enum Accepted {
+    Tcp(tokio::net::TcpStream, SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Bound {
+    async fn accept(&self) -> std::io::Result<Accepted> {
+        match self {
+            Self::Tcp(listener) => {
+                let (stream, address) = listener.accept().await?;
+                let _ = stream.set_nodelay(true);
+                Ok(Accepted::Tcp(stream, address))
+            }
+            Self::Unix(listener) => Ok(Accepted::Unix(listener.accept().await?.0)),
+        }
+    }
+}
+
+impl From<TcpListener> for Bound {
+    fn from(listener: TcpListener) -> Self {
+        Self::Tcp(listener)
+    }
+}
+
 /// Serves `app` on `listener` until `drain` turns true, then drains as the module describes and
 /// returns once every connection has closed.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<Bound>,
     app: Router,
     options: ListenerOptions,
     mut drain: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let listener = listener.into();
     let max = options.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     let slots = Arc::new(Semaphore::new(max));
     let options = Arc::new(options);
@@ -87,9 +122,9 @@ pub async fn serve(
             },
             _ = drained(&mut drain) => break,
         };
-        let (stream, address) = tokio::select! {
+        let accepted = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors, a connection reset before accept: wait a little
                     // and go on; the listener itself is still good.
@@ -100,10 +135,16 @@ pub async fn serve(
             },
             _ = drained(&mut drain) => break,
         };
-        let _ = stream.set_nodelay(true);
         let (app, options, drain) = (app.clone(), Arc::clone(&options), drain.clone());
         tokio::spawn(async move {
-            connection(stream, address, app, &options, drain).await;
+            match accepted {
+                Accepted::Tcp(stream, address) => {
+                    connection(stream, address, app, &options, drain).await;
+                }
+                Accepted::Unix(stream) => {
+                    serve_io(TokioIo::new(stream), None, app, &options, drain).await;
+                }
+            }
             drop(permit);
         });
     }
@@ -132,7 +173,7 @@ async fn connection(
             client_cert_names: Arc::from(Vec::new()),
             tls: false,
         };
-        return serve_io(TokioIo::new(stream), peer, app, options, drain).await;
+        return serve_io(TokioIo::new(stream), Some(peer), app, options, drain).await;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -152,12 +193,12 @@ async fn connection(
         client_cert_names: Arc::from(names),
         tls: true,
     };
-    serve_io(TokioIo::new(stream), peer, app, options, drain).await;
+    serve_io(TokioIo::new(stream), Some(peer), app, options, drain).await;
 }
 
 async fn serve_io<I>(
     io: I,
-    peer: Peer,
+    peer: Option<Peer>,
     app: Router,
     options: &ListenerOptions,
     mut drain: watch::Receiver<bool>,
@@ -166,8 +207,10 @@ async fn serve_io<I>(
 {
     let draining = drain.clone();
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-        request.extensions_mut().insert(peer.clone());
-        request.extensions_mut().insert(ConnectInfo(peer.address));
+        if let Some(peer) = &peer {
+            request.extensions_mut().insert(ConnectInfo(peer.address));
+            request.extensions_mut().insert(peer.clone());
+        }
         let http1 = request.version() <= Version::HTTP_11;
         let (app, draining) = (app.clone(), draining.clone());
         async move {
