@@ -875,7 +875,7 @@ fn parse_root(
 
     if let Some(namespaces) = fields.table("namespaces", problems) {
         for (name, value) in namespaces {
-            let path = format!("namespaces.{}", namespace_path_segment(name));
+            let path = format!("namespaces.{}", path_segment(name));
             if name != "*" && !valid_namespace(name) {
                 problems.push(Problem {
                     path: path.clone(),
@@ -969,7 +969,7 @@ fn parse_root(
             && let Err(message) = aws_kms::check_key_reference(&namespace.key)
         {
             problems.push(Problem {
-                path: format!("namespaces.{}.key", namespace_path_segment(name)),
+                path: format!("namespaces.{}.key", path_segment(name)),
                 message,
             });
         }
@@ -985,11 +985,12 @@ fn parse_root(
     config
 }
 
-/// A namespace name as a path segment: bare when it is a plain word, quoted otherwise.
-fn namespace_path_segment(name: &str) -> String {
-    if name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+/// A table key as a segment of a problem's path: bare when it is a plain word, quoted otherwise.
+pub(crate) fn path_segment(name: &str) -> String {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
         name.to_owned()
     } else {

@@ -70,6 +70,18 @@ impl Authorizer {
         })
     }
 
+    /// The transports' decision: on an open listener (`authenticator` has no methods) every
+    /// caller may do everything; otherwise a rule must allow it ([`Authorizer::allows`]).
+    pub fn permits(
+        &self,
+        authenticator: &super::Authenticator,
+        principal: &Principal,
+        namespace: &str,
+        role: Role,
+    ) -> bool {
+        authenticator.is_open() || self.allows(principal, namespace, role)
+    }
+
     /// How many rules there are.
     pub fn rule_count(&self) -> usize {
         self.rules.len()

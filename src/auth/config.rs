@@ -162,7 +162,7 @@ fn parse_auth(table: Option<&toml::Table>, problems: &mut Vec<Problem>) -> AuthC
     let mut fields = Fields::new("auth", table);
     if let Some(tokens) = fields.table("tokens", problems) {
         for (name, value) in tokens {
-            let path = format!("auth.tokens.{}", path_segment(name));
+            let path = format!("auth.tokens.{}", crate::config::path_segment(name));
             if !valid_token_name(name) {
                 problems.push(Problem {
                     path: path.clone(),
@@ -530,7 +530,7 @@ fn check_principal(principal: &str, auth: &AuthConfig) -> Result<(), String> {
     if kind == "token" && !auth.tokens.contains_key(value) {
         return Err(format!(
             "{principal:?}: no [auth.tokens.{}] is configured",
-            path_segment(value)
+            crate::config::path_segment(value)
         ));
     }
     Ok(())
@@ -595,17 +595,4 @@ pub fn validate_methods(
         });
     }
     out
-}
-
-/// A table key as a path segment: bare when it is a plain word, quoted otherwise.
-fn path_segment(name: &str) -> String {
-    if !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        name.to_owned()
-    } else {
-        format!("{name:?}")
-    }
 }

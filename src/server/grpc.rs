@@ -86,12 +86,13 @@ impl GrpcCodec {
             Op::Encode => Role::Write,
             Op::Decode => Role::Read,
         };
+        let valid = valid_namespace(&namespace);
         let result = if permit.is_err() {
             Err((
                 ErrorClass::Unavailable,
                 Status::unavailable("overloaded: too many requests in flight; retry shortly"),
             ))
-        } else if let Some(error) = caller.refused {
+        } else if let Err(error) = &caller.principal {
             Err(if error.is_unavailable() {
                 (
                     ErrorClass::Unavailable,
@@ -103,12 +104,11 @@ impl GrpcCodec {
                     Status::unauthenticated(format!("unauthenticated: {error}")),
                 )
             })
-        } else if valid_namespace(&namespace)
-            && !self.authenticator.is_open()
-            && !caller
-                .principal
-                .as_ref()
-                .is_some_and(|principal| self.authorizer.allows(principal, &namespace, role))
+        } else if valid
+            && !caller.principal.as_ref().is_ok_and(|principal| {
+                self.authorizer
+                    .permits(&self.authenticator, principal, &namespace, role)
+            })
         {
             Err((
                 ErrorClass::Forbidden,
@@ -117,7 +117,7 @@ impl GrpcCodec {
                     op.as_str()
                 )),
             ))
-        } else if valid_namespace(&namespace) {
+        } else if valid {
             let codec = &self.state.codec;
             match op {
                 Op::Encode => codec.encode(&namespace, payloads).await,
@@ -163,8 +163,8 @@ impl GrpcCodec {
             listener: "grpc",
             request_id: &caller.request_id,
             client: caller.client,
-            principal: caller.principal.as_ref().map(|p| p.id.as_str()),
-            namespace: valid_namespace(&namespace).then_some(namespace.as_str()),
+            principal: caller.principal.as_ref().ok().map(|p| p.id.as_str()),
+            namespace: valid.then_some(namespace.as_str()),
             op: op.as_str(),
             payloads: count,
             bytes,
@@ -182,8 +182,7 @@ impl GrpcCodec {
 struct Caller {
     request_id: String,
     client: Option<std::net::SocketAddr>,
-    principal: Option<Principal>,
-    refused: Option<AuthError>,
+    principal: Result<Principal, AuthError>,
 }
 
 impl GrpcCodec {
@@ -199,22 +198,18 @@ impl GrpcCodec {
             cookie_token: None,
             client_cert_names: peer.map(|peer| &peer.client_cert_names[..]).unwrap_or(&[]),
         };
-        let (principal, refused) = match self.authenticator.authenticate(&credentials).await {
-            Ok(principal) => (Some(principal), None),
-            Err(error) => (None, Some(error)),
-        };
+        let principal = self.authenticator.authenticate(&credentials).await;
         Caller {
             request_id: crate::audit::request_id(text("x-request-id")),
             client: peer
                 .map(|peer| peer.address)
                 .or_else(|| request.remote_addr()),
             principal,
-            refused,
         }
     }
 }
 
-/// The stable code at the start of a status message (`invalid_namespace: …`), for the audit log.
+/// The audit log's `result` for a refused gRPC call: the status code's name.
 fn grpc_error_code(status: &Status) -> &'static str {
     match status.code() {
         tonic::Code::InvalidArgument => "invalid_argument",

@@ -362,9 +362,12 @@ impl Http {
             Operation::Encode => Role::Write,
             Operation::Decode => Role::Read,
         };
-        if !self.options.authenticator.is_open()
-            && !self.options.authorizer.allows(&principal, &namespace, role)
-        {
+        if !self.options.authorizer.permits(
+            &self.options.authenticator,
+            &principal,
+            &namespace,
+            role,
+        ) {
             tracing::debug!(principal = %principal.id, namespace, %role, "codec request forbidden");
             discard_body(request.into_body(), self.options.body_limit_bytes).await;
             return Outcome {
@@ -507,13 +510,9 @@ impl Http {
         if authenticator.is_open() {
             return Ok(Principal::anonymous());
         }
-        let text = |name: http::header::HeaderName| {
-            headers.get(name).and_then(|value| value.to_str().ok())
-        };
-        let authorization = text(header::AUTHORIZATION);
-        let extras = headers
-            .get("authorization-extras")
-            .and_then(|value| value.to_str().ok());
+        let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+        let authorization = text("authorization");
+        let extras = text("authorization-extras");
         let cookie = match (&self.options.token_cookie, authorization) {
             (Some(name), None) => cookie_value(headers, name),
             _ => None,
