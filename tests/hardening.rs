@@ -17,10 +17,7 @@ use common::pki::{client_pki, pki, tls_client};
 
 fn local_config(extra: &str) -> String {
     let keyring = common::temp_dir("hardening").keep().join("k.json");
-    format!(
-        "{extra}\n[providers.dev]\nkind = \"local\"\npath = {keyring:?}\ncreate_missing = true\n\
-         [namespaces.\"*\"]\nprovider = \"dev\"\nkey = \"dev\"\n"
-    )
+    format!("{extra}{}", common::local_keyring_toml(&keyring))
 }
 
 /// Peak resident set size of a process, from `/proc/PID/status` (VmHWM), in bytes.

@@ -142,18 +142,12 @@ roles = ["read"]
 output = "file"
 path = {audit:?}
 
-[providers.dev]
-kind = "local"
-path = {keyring:?}
-create_missing = true
-[namespaces."*"]
-provider = "dev"
-key = "dev"
+{keyring}
 "#,
         reader = dir.join("reader"),
         writer = dir.join("writer"),
         other = dir.join("other"),
-        keyring = dir.join("keyring.json"),
+        keyring = common::local_keyring_toml(&dir.join("keyring.json")),
     );
     let codec = Kmscodec::start_with(Some(&config), &[]);
     Setup {
@@ -167,11 +161,12 @@ key = "dev"
 
 /// The audit line with `request_id`.
 fn audit_line(path: &Path, request_id: &str) -> Value {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+    let lines = common::audit_lines(path);
+    lines
+        .iter()
         .find(|line| line["request_id"] == request_id)
-        .unwrap_or_else(|| panic!("no audit line for {request_id} in:\n{text}"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no audit line for {request_id} in:\n{lines:#?}"))
 }
 
 #[test]
@@ -553,20 +548,14 @@ roles = ["read"]
 [audit]
 output = "file"
 path = {audit:?}
-[providers.dev]
-kind = "local"
-path = {keyring:?}
-create_missing = true
-[namespaces."*"]
-provider = "dev"
-key = "dev"
+{keyring}
 "#,
         cert = dir.join("tls.crt"),
         key = dir.join("tls.key"),
         ca = dir.join("client-ca.crt"),
         reader = dir.join("reader"),
         audit = dir.join("audit.log"),
-        keyring = dir.join("keyring.json"),
+        keyring = common::local_keyring_toml(&dir.join("keyring.json")),
     );
     let _codec = Kmscodec::start_with(Some(&config), &[]);
     let url = format!("https://127.0.0.1:{ui_port}/encode");
@@ -625,17 +614,11 @@ roles = ["write"]
 [audit]
 output = "file"
 path = {audit:?}
-[providers.dev]
-kind = "local"
-path = {keyring:?}
-create_missing = true
-[namespaces."*"]
-provider = "dev"
-key = "dev"
+{keyring}
 "#,
         worker = dir.join("worker"),
         audit = dir.join("audit.log"),
-        keyring = dir.join("keyring.json"),
+        keyring = common::local_keyring_toml(&dir.join("keyring.json")),
     );
     let codec = Kmscodec::start_with(Some(&config), &[]);
     let channel = tonic::transport::Endpoint::try_from(format!("http://127.0.0.1:{grpc_port}"))
@@ -675,10 +658,8 @@ key = "dev"
     // The HTTP worker listener shares the methods: a request without a token is refused.
     let response = common::codec_post(&codec, "encode", "orders", &json_document("x"));
     assert_eq!(response.status, 401);
-    let audit = std::fs::read_to_string(dir.join("audit.log")).unwrap();
-    let grpc_lines: Vec<Value> = audit
-        .lines()
-        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+    let grpc_lines: Vec<Value> = common::audit_lines(&dir.join("audit.log"))
+        .into_iter()
         .filter(|line| line["listener"] == "grpc")
         .collect();
     let results: Vec<&str> = grpc_lines
@@ -771,18 +752,12 @@ client_auth = "optional"
 principals = ["cert:worker-a.example"]
 namespaces = ["orders"]
 roles = ["write"]
-[providers.dev]
-kind = "local"
-path = {keyring:?}
-create_missing = true
-[namespaces."*"]
-provider = "dev"
-key = "dev"
+{keyring}
 "#,
         cert = dir.join("tls.crt"),
         key = dir.join("tls.key"),
         ca = dir.join("client-ca.crt"),
-        keyring = dir.join("keyring.json"),
+        keyring = common::local_keyring_toml(&dir.join("keyring.json")),
     );
     let _codec = Kmscodec::start_with(Some(&config), &[]);
     let connect = |identity: Option<&str>| {

@@ -19,7 +19,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -95,19 +95,11 @@ impl Setup {
         fs::write(&token_file, format!("{token}\n")).unwrap();
         fs::set_permissions(&token_file, fs::Permissions::from_mode(0o600)).unwrap();
         let audit = dir.path().join("audit.log");
-        let keyring = dir.path().join("k.json");
+        let keyring = common::local_keyring_toml(&dir.path().join("k.json"));
         let origin = allowed_origin(temporal.ui_port);
         let config = format!(
             r#"
-[providers.dev]
-kind = "local"
-path = {keyring:?}
-create_missing = true
-
-[namespaces."*"]
-provider = "dev"
-key = "dev"
-
+{keyring}
 [ui]
 listen = "127.0.0.1:{ui_codec_port}"
 auth = ["token"]
@@ -238,7 +230,7 @@ path = {audit:?}
 
     /// Every audit line so far (each must be a JSON object).
     fn audit_lines(&self) -> Vec<Value> {
-        audit_lines(&self.audit)
+        common::audit_lines(&self.audit)
     }
 
     /// Audit lines of `/decode` calls on the UI listener.
@@ -320,19 +312,6 @@ fn sent_token_cookie(call: &Value) -> bool {
     call["cookieNames"]
         .as_array()
         .is_some_and(|names| names.iter().any(|name| name == COOKIE))
-}
-
-fn audit_lines(path: &Path) -> Vec<Value> {
-    let raw = fs::read_to_string(path).unwrap_or_default();
-    raw.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let line: Value = serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}"));
-            assert!(line.is_object(), "audit line is not an object: {l}");
-            line
-        })
-        .collect()
 }
 
 /// A successful decode by the `webui` token in namespace `default`.

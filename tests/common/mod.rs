@@ -1004,3 +1004,26 @@ pub fn json_of(response: &HttpResponse) -> serde_json::Value {
     serde_json::from_slice(&response.body)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", response.text()))
 }
+
+/// The smallest key setup for a kmscodec config file: a local keyring at `path` (created on
+/// first start) serving every namespace. Append it to a test's own settings.
+pub fn local_keyring_toml(path: &Path) -> String {
+    format!(
+        "\n[providers.dev]\nkind = \"local\"\npath = {path:?}\ncreate_missing = true\n\
+         [namespaces.\"*\"]\nprovider = \"dev\"\nkey = \"dev\"\n"
+    )
+}
+
+/// Every line of an audit log file, each parsed and checked to be a JSON object.
+pub fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
+    let raw = fs::read_to_string(path).unwrap_or_default();
+    raw.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let line: serde_json::Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}"));
+            assert!(line.is_object(), "audit line is not an object: {l}");
+            line
+        })
+        .collect()
+}
