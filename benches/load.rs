@@ -2,10 +2,13 @@
 //! ceiling in one run, on the same machine, under the same load.
 //!
 //! Run it with `scripts/bench.sh` (release build, the servers pinned to CPU 0 and the load
-//! generator to CPU 1). For each scenario it drives kmscodec and then the baseline with the same
-//! load (N keep-alive connections for a fixed duration, after a warm-up) and prints requests/s,
-//! MB/s of payload data, p50/p99 latency, server CPU seconds per 1,000 requests, peak RSS and the
-//! kmscodec/baseline ratio; it writes the same as JSON.
+//! generator to CPU 1). For each scenario it drives kmscodec and the baseline with the same load
+//! (N keep-alive connections, after a warm-up of each) in alternating rounds: the measured
+//! duration is split into `--rounds` slices per server, run kmscodec, baseline, baseline,
+//! kmscodec, … so that a machine whose speed drifts (a shared VM) slows both alike. It prints
+//! requests/s, MB/s of payload data, p50/p99 latency, server CPU seconds per 1,000 requests, peak
+//! RSS and the kmscodec/baseline ratio over all rounds, with the range of the per-round ratios;
+//! it writes the same as JSON.
 //!
 //! The baseline is this program re-executed with `--baseline-server`: it speaks the same JSON
 //! protocol (and the same gRPC service) with the same parser, and seals each serialized payload
@@ -32,11 +35,12 @@ use prost::Message;
 use serde_json::json;
 
 const USAGE: &str = "usage: kmscodec-bench [--duration SECS] [--warmup SECS] [--connections N] \
-[--scenarios LIST] [--out FILE] [--kmscodec PATH] [--server-cpu N]";
+[--rounds N] [--scenarios LIST] [--out FILE] [--kmscodec PATH] [--server-cpu N]";
 
 struct Options {
     duration: Duration,
     warmup: Duration,
+    rounds: u32,
     connections: usize,
     scenarios: Vec<String>,
     out: PathBuf,
@@ -50,6 +54,7 @@ fn parse_options() -> Result<Options, String> {
     let mut options = Options {
         duration: Duration::from_secs(10),
         warmup: Duration::from_secs(2),
+        rounds: 5,
         connections: 16,
         scenarios: SCENARIOS.iter().map(|s| s.name.to_owned()).collect(),
         out: PathBuf::from("bench-results/latest.json"),
@@ -69,6 +74,12 @@ fn parse_options() -> Result<Options, String> {
                 options.warmup = Duration::from_secs_f64(value()?.parse().map_err(|_| USAGE)?)
             }
             "--connections" => options.connections = value()?.parse().map_err(|_| USAGE)?,
+            "--rounds" => {
+                options.rounds = value()?.parse().map_err(|_| USAGE)?;
+                if options.rounds == 0 {
+                    return Err(format!("--rounds must be at least 1\n{USAGE}"));
+                }
+            }
             "--scenarios" => options.scenarios = value()?.split(',').map(str::to_owned).collect(),
             "--out" => options.out = PathBuf::from(value()?),
             "--kmscodec" => options.kmscodec = PathBuf::from(value()?),
@@ -607,51 +618,122 @@ async fn sealed_by(
     }
 }
 
-async fn measure(
-    server: &Server,
-    scenario: &Scenario,
-    options: &Options,
-) -> Result<Figures, String> {
-    let inputs = payloads(scenario.payloads, scenario.size);
-    let request_payloads = match scenario.op {
-        Op::Encode => inputs.clone(),
-        Op::Decode => sealed_by(server, scenario.transport, &inputs).await?,
-    };
-    let path = match scenario.op {
-        Op::Encode => "/encode",
-        Op::Decode => "/decode",
-    };
-    let body = json_body(&request_payloads);
-    let run = |duration| {
-        let body = body.clone();
-        let request_payloads = request_payloads.clone();
-        async move {
-            match scenario.transport {
-                Transport::Http => {
-                    http_load(server.http, path, body, options.connections, duration).await
-                }
-                Transport::Grpc => {
-                    grpc_load(
-                        server.grpc,
-                        scenario.op,
-                        request_payloads,
-                        options.connections,
-                        duration,
-                    )
-                    .await
-                }
+/// One server's load for a scenario: the request it repeats.
+struct Load<'a> {
+    server: &'a Server,
+    scenario: &'a Scenario,
+    body: Bytes,
+    request_payloads: Vec<Payload>,
+}
+
+impl<'a> Load<'a> {
+    async fn prepare(server: &'a Server, scenario: &'a Scenario) -> Result<Self, String> {
+        let inputs = payloads(scenario.payloads, scenario.size);
+        let request_payloads = match scenario.op {
+            Op::Encode => inputs.clone(),
+            Op::Decode => sealed_by(server, scenario.transport, &inputs).await?,
+        };
+        Ok(Self {
+            server,
+            scenario,
+            body: json_body(&request_payloads),
+            request_payloads,
+        })
+    }
+
+    async fn drive(&self, connections: usize, duration: Duration) -> Figures {
+        let path = match self.scenario.op {
+            Op::Encode => "/encode",
+            Op::Decode => "/decode",
+        };
+        match self.scenario.transport {
+            Transport::Http => {
+                http_load(
+                    self.server.http,
+                    path,
+                    self.body.clone(),
+                    connections,
+                    duration,
+                )
+                .await
+            }
+            Transport::Grpc => {
+                grpc_load(
+                    self.server.grpc,
+                    self.scenario.op,
+                    self.request_payloads.clone(),
+                    connections,
+                    duration,
+                )
+                .await
             }
         }
-    };
-    run(options.warmup).await;
-    let pid = server.pid();
-    reset_peak_rss(pid);
-    let cpu_before = cpu_seconds(pid);
-    let mut figures = run(options.duration).await;
-    figures.cpu_seconds = cpu_seconds(pid) - cpu_before;
-    figures.peak_rss_mib = status_kib(pid, "VmHWM:") / 1024.0;
-    figures.payload_bytes = figures.requests * (scenario.payloads * scenario.size) as u64;
-    Ok(figures)
+    }
+
+    /// One measured slice: load figures plus the server's CPU time and peak RSS during it.
+    async fn measure(&self, connections: usize, duration: Duration) -> Figures {
+        let pid = self.server.pid();
+        reset_peak_rss(pid);
+        let cpu_before = cpu_seconds(pid);
+        let mut figures = self.drive(connections, duration).await;
+        figures.cpu_seconds = cpu_seconds(pid) - cpu_before;
+        figures.peak_rss_mib = status_kib(pid, "VmHWM:") / 1024.0;
+        figures.payload_bytes =
+            figures.requests * (self.scenario.payloads * self.scenario.size) as u64;
+        figures
+    }
+}
+
+impl Figures {
+    /// Adds a later slice of the same scenario and server.
+    fn absorb(&mut self, slice: Figures) {
+        self.requests += slice.requests;
+        self.errors += slice.errors;
+        self.seconds += slice.seconds;
+        self.latencies_us.extend(slice.latencies_us);
+        self.cpu_seconds += slice.cpu_seconds;
+        self.peak_rss_mib = self.peak_rss_mib.max(slice.peak_rss_mib);
+        self.payload_bytes += slice.payload_bytes;
+    }
+}
+
+/// Both servers' figures for a scenario, measured in alternating rounds, and each round's ratio.
+async fn measure(
+    kmscodec: &Server,
+    baseline: &Server,
+    scenario: &Scenario,
+    options: &Options,
+) -> Result<(Figures, Figures, Vec<f64>), String> {
+    let ours = Load::prepare(kmscodec, scenario).await?;
+    let theirs = Load::prepare(baseline, scenario).await?;
+    ours.drive(options.connections, options.warmup).await;
+    theirs.drive(options.connections, options.warmup).await;
+    let slice = options.duration / options.rounds;
+    let (mut our_total, mut their_total) = (Figures::default(), Figures::default());
+    let mut ratios = Vec::new();
+    for round in 0..options.rounds {
+        // k, b, b, k, k, b, …: neither server always goes first.
+        let (a, b) = if round % 2 == 0 {
+            (&ours, &theirs)
+        } else {
+            (&theirs, &ours)
+        };
+        let first = a.measure(options.connections, slice).await;
+        let second = b.measure(options.connections, slice).await;
+        let (our_slice, their_slice) = if round % 2 == 0 {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        if their_slice.rps() > 0.0 {
+            ratios.push(our_slice.rps() / their_slice.rps());
+        }
+        our_total.absorb(our_slice);
+        their_total.absorb(their_slice);
+    }
+    our_total.latencies_us.sort_unstable();
+    their_total.latencies_us.sort_unstable();
+    Ok((our_total, their_total, ratios))
 }
 
 async fn run(options: Options) -> Result<(), String> {
@@ -667,9 +749,10 @@ async fn run(options: Options) -> Result<(), String> {
     let calls_before = provider_calls(admin).await?;
 
     println!(
-        "kmscodec-bench: {} connections, {:?} per scenario after {:?} warm-up; servers on CPU {}, load on the other",
+        "kmscodec-bench: {} connections, {:?} per scenario and server in {} alternating rounds, after {:?} warm-up; servers on CPU {}, load on the other",
         options.connections,
         options.duration,
+        options.rounds,
         options.warmup,
         options.server_cpu.as_deref().unwrap_or("any")
     );
@@ -684,8 +767,8 @@ async fn run(options: Options) -> Result<(), String> {
         .iter()
         .filter(|s| options.scenarios.iter().any(|n| n == s.name))
     {
-        let ours = measure(&kmscodec, scenario, &options).await?;
-        let theirs = measure(&baseline, scenario, &options).await?;
+        let (ours, theirs, round_ratios) =
+            measure(&kmscodec, &baseline, scenario, &options).await?;
         for (label, figures) in [("kmscodec", &ours), ("baseline", &theirs)] {
             println!(
                 "{:<22} {:<9} {:>9.0} {:>9.1} {:>8.3} {:>8.3} {:>10.4} {:>9.1} {:>7}",
@@ -705,11 +788,15 @@ async fn run(options: Options) -> Result<(), String> {
         } else {
             0.0
         };
+        let lowest = round_ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let highest = round_ratios.iter().copied().fold(0.0, f64::max);
         println!(
-            "{:<22} {:<9} {:>8.1}%",
+            "{:<22} {:<9} {:>8.1}%  (rounds {:.1}% to {:.1}%)",
             scenario.name,
             "ratio",
-            ratio * 100.0
+            ratio * 100.0,
+            lowest * 100.0,
+            highest * 100.0
         );
         let figures_json = |f: &Figures| {
             json!({
@@ -728,6 +815,7 @@ async fn run(options: Options) -> Result<(), String> {
             "kmscodec": figures_json(&ours),
             "baseline": figures_json(&theirs),
             "ratio": ratio,
+            "round_ratios": round_ratios,
         }));
     }
     let calls_after = provider_calls(admin).await?;
@@ -740,6 +828,7 @@ async fn run(options: Options) -> Result<(), String> {
         "machine": machine(),
         "connections": options.connections,
         "duration_seconds": options.duration.as_secs_f64(),
+        "rounds": options.rounds,
         "kmscodec_idle_rss_mib": idle_rss,
         "provider_calls_during_measurement": calls_after - calls_before,
         "scenarios": results,

@@ -20,7 +20,7 @@ use crate::keys::vault::VaultTransit;
 use crate::keys::{KeyProvider, ProviderError};
 use crate::metrics::{Metrics, MetricsError};
 use crate::server::grpc;
-use crate::server::http::{HttpOptions, router};
+use crate::server::http::{HttpOptions, handler};
 use crate::server::listener::{self, ListenerOptions};
 use crate::server::tls::TlsReloader;
 use crate::server::{AppState, Readiness};
@@ -302,6 +302,8 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
+        // However serving ends, every audit line gathered so far is written before this returns.
+        let _audit = CloseAudit(Arc::clone(&self.audit));
         let server = &self.config.server;
         let codec_listener = bind(server.listen).await?;
         let ui_listener = match &self.config.ui {
@@ -372,7 +374,7 @@ impl App {
         let mut tasks: Vec<(&'static str, tokio::task::JoinHandle<std::io::Result<()>>)> =
             Vec::new();
         log_listening("codec http", &codec_listener);
-        let codec_app = router(self.state(), self.http_options());
+        let codec_app = handler(self.state(), self.http_options());
         let options = listener_options("codec http", codec_tls);
         tasks.push((
             "codec http",
@@ -385,7 +387,7 @@ impl App {
         ));
         if let (Some(listener), Some(ui)) = (ui_listener, &self.config.ui) {
             log_listening("ui codec http", &listener);
-            let ui_app = router(self.state(), self.ui_http_options(ui));
+            let ui_app = handler(self.state(), self.ui_http_options(ui));
             let options = listener_options("ui codec http", ui_tls);
             tasks.push((
                 "ui codec http",
@@ -535,6 +537,15 @@ const DRAIN_LINGER: Duration = Duration::from_secs(2);
 
 /// How often readiness is re-checked and expired data keys are swept.
 const READINESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Closes the audit log (writing its pending lines) when dropped.
+struct CloseAudit(Arc<AuditLog>);
+
+impl Drop for CloseAudit {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
 
 async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener, AppError> {
     tokio::net::TcpListener::bind(address)

@@ -2,42 +2,70 @@
 //! which namespace, and what came of it.
 //!
 //! A line never holds payload contents, tokens or keys: only the principal's name, the
-//! namespace, counts and sizes. Lines are written whole (one `write` per line) so concurrent
-//! requests never interleave, and a file output is created with mode 0600.
+//! namespace, counts and sizes. A file output is created with mode 0600.
 //!
 //! ```json
 //! {"time":"2026-12-01T21:00:00.123Z","listener":"ui","request_id":"6f1c…","client":"10.0.0.7:51234",
 //!  "principal":"email:alice@example.com","namespace":"orders","op":"decode","payloads":2,
 //!  "bytes":1830,"status":200,"result":"ok","duration_ms":3.1}
 //! ```
+//!
+//! Lines are rendered by the request that they describe and written by one background thread in
+//! batches (group commit): a request only appends its line to a shared buffer, and the writer
+//! thread writes what gathered within [`BATCH_WINDOW`] with one `write`. Lines are never
+//! interleaved or reordered within a batch, and never dropped: when the output cannot keep up and
+//! [`MAX_PENDING`] bytes wait, requests wait for the writer (the backpressure a synchronous write
+//! would give). [`AuditLog::close`] (called when the server has drained, and on drop) writes
+//! every pending line before it returns.
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
 use crate::config::AuditOutput;
 use crate::payload::write_json_string;
 
+/// How long the writer lets lines gather after the first one before it writes them.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(5);
+/// Bytes of unwritten lines after which requests wait for the writer.
+pub const MAX_PENDING: usize = 1 << 20;
+
 /// Where audit lines go.
 pub struct AuditLog {
-    sink: Option<Mutex<Box<dyn Write + Send>>>,
+    shared: Option<Arc<Shared>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    /// The writer waits here for lines (or for the log to close).
+    lines_waiting: Condvar,
+    /// Requests wait here for room when [`MAX_PENDING`] bytes are unwritten.
+    room: Condvar,
+    sink: Mutex<Box<dyn Write + Send>>,
+}
+
+struct Pending {
+    lines: Vec<u8>,
+    /// Set by [`AuditLog::close`]: the writer writes what is left and stops; later lines are
+    /// written by the request itself.
+    closed: bool,
 }
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditLog")
-            .field("enabled", &self.sink.is_some())
+            .field("enabled", &self.shared.is_some())
             .finish()
     }
 }
 
 /// Why the audit log could not be opened.
 #[derive(Debug, thiserror::Error)]
-#[error("audit log {path}: {error}")]
+#[error("audit log {target}: {error}")]
 pub struct AuditError {
-    path: PathBuf,
+    target: String,
     error: std::io::Error,
 }
 
@@ -70,12 +98,16 @@ pub struct Record<'a> {
 }
 
 impl AuditLog {
-    /// Opens the configured output.
+    /// Opens the configured output and starts its writer thread.
     pub fn open(output: &AuditOutput) -> Result<Self, AuditError> {
-        let sink: Option<Box<dyn Write + Send>> = match output {
-            AuditOutput::Off => None,
-            AuditOutput::Stdout => Some(Box::new(std::io::stdout())),
-            AuditOutput::Stderr => Some(Box::new(std::io::stderr())),
+        let failed = |target: &str| {
+            let target = target.to_owned();
+            move |error| AuditError { target, error }
+        };
+        let sink: Box<dyn Write + Send> = match output {
+            AuditOutput::Off => return Ok(Self::off()),
+            AuditOutput::Stdout => stream(std::io::stdout()),
+            AuditOutput::Stderr => stream(std::io::stderr()),
             AuditOutput::File(path) => {
                 use std::os::unix::fs::OpenOptionsExt;
                 let file = std::fs::OpenOptions::new()
@@ -83,78 +115,285 @@ impl AuditLog {
                     .append(true)
                     .mode(0o600)
                     .open(path)
-                    .map_err(|error| AuditError {
-                        path: path.clone(),
-                        error,
-                    })?;
-                Some(Box::new(file))
+                    .map_err(failed(&path.display().to_string()))?;
+                Box::new(file)
             }
         };
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending {
+                lines: Vec::new(),
+                closed: false,
+            }),
+            lines_waiting: Condvar::new(),
+            room: Condvar::new(),
+            sink: Mutex::new(sink),
+        });
+        let writer = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("kmscodec-audit".to_owned())
+                .spawn(move || shared.write_batches())
+                .map_err(failed("writer thread"))?
+        };
         Ok(Self {
-            sink: sink.map(Mutex::new),
+            shared: Some(shared),
+            writer: Mutex::new(Some(writer)),
         })
     }
 
     /// An audit log that writes nothing.
     pub fn off() -> Self {
-        Self { sink: None }
+        Self {
+            shared: None,
+            writer: Mutex::new(None),
+        }
     }
 
-    /// Writes one line. A failed write is logged, never fails the request.
+    /// Records one request. A failed write is logged, never fails the request.
     pub fn record(&self, record: &Record<'_>) {
-        let Some(sink) = &self.sink else { return };
-        let line = render(record, time::OffsetDateTime::now_utc());
-        let Ok(mut sink) = sink.lock() else { return };
-        if let Err(error) = sink.write_all(&line).and_then(|()| sink.flush()) {
-            tracing::warn!(%error, "could not write an audit line");
+        let Some(shared) = &self.shared else { return };
+        thread_local! {
+            static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            render(record, SystemTime::now(), line);
+            shared.append(line);
+        });
+    }
+
+    /// Writes every pending line and stops the writer thread; later lines are written by the
+    /// requests themselves. Called once the server has drained; idempotent.
+    pub fn close(&self) {
+        let Some(shared) = &self.shared else { return };
+        lock(&shared.pending).closed = true;
+        shared.lines_waiting.notify_one();
+        shared.room.notify_all();
+        if let Some(writer) = lock(&self.writer).take()
+            && writer.join().is_err()
+        {
+            tracing::warn!("the audit writer thread failed");
         }
     }
 }
 
-fn field(out: &mut Vec<u8>, name: &str, value: Option<&str>) {
-    out.push(b',');
-    write_json_string(name, out);
-    out.push(b':');
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A standard stream as an audit sink: a duplicate of its descriptor, written directly (one
+/// `write` per batch, no line buffering), or the stream itself if it cannot be duplicated.
+fn stream<S>(stream: S) -> Box<dyn Write + Send>
+where
+    S: Write + Send + std::os::fd::AsFd + 'static,
+{
+    match stream.as_fd().try_clone_to_owned() {
+        Ok(fd) => Box::new(std::fs::File::from(fd)),
+        Err(_) => Box::new(stream),
+    }
+}
+
+/// Locks, also after a panic elsewhere: the buffer holds whole lines only.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    fn append(&self, line: &[u8]) {
+        let mut pending = lock(&self.pending);
+        while pending.lines.len() >= MAX_PENDING && !pending.closed {
+            pending = self
+                .room
+                .wait(pending)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        if pending.closed {
+            drop(pending);
+            self.write_out(line);
+            return;
+        }
+        let first = pending.lines.is_empty();
+        pending.lines.extend_from_slice(line);
+        drop(pending);
+        if first {
+            self.lines_waiting.notify_one();
+        }
+    }
+
+    /// The writer thread: waits for a line, lets more gather for [`BATCH_WINDOW`], writes them
+    /// all; after [`AuditLog::close`], writes what is left and returns.
+    fn write_batches(&self) {
+        let mut batch = Vec::new();
+        loop {
+            let mut pending = lock(&self.pending);
+            while pending.lines.is_empty() && !pending.closed {
+                pending = self
+                    .lines_waiting
+                    .wait(pending)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            if !pending.closed {
+                drop(pending);
+                std::thread::sleep(BATCH_WINDOW);
+                pending = lock(&self.pending);
+            }
+            if pending.lines.is_empty() && pending.closed {
+                return;
+            }
+            std::mem::swap(&mut pending.lines, &mut batch);
+            drop(pending);
+            self.room.notify_all();
+            self.write_out(&batch);
+            batch.clear();
+        }
+    }
+
+    fn write_out(&self, bytes: &[u8]) {
+        let mut sink = lock(&self.sink);
+        if let Err(error) = sink.write_all(bytes).and_then(|()| sink.flush()) {
+            tracing::warn!(%error, "could not write audit lines");
+        }
+    }
+}
+
+/// Renders one line, newline included, onto `out`.
+fn render(record: &Record<'_>, now: SystemTime, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"time\":\"");
+    write_time(now, out);
+    out.extend_from_slice(b"\",\"listener\":");
+    write_json_string(record.listener, out);
+    out.extend_from_slice(b",\"request_id\":");
+    write_json_string(record.request_id, out);
+    out.extend_from_slice(b",\"client\":");
+    match record.client {
+        Some(address) => {
+            out.push(b'"');
+            write_address(address, out);
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"principal\":");
+    write_optional(record.principal, out);
+    out.extend_from_slice(b",\"namespace\":");
+    write_optional(record.namespace, out);
+    out.extend_from_slice(b",\"op\":");
+    write_json_string(record.op, out);
+    out.extend_from_slice(b",\"payloads\":");
+    write_decimal(record.payloads as u64, out);
+    out.extend_from_slice(b",\"bytes\":");
+    write_decimal(record.bytes as u64, out);
+    out.extend_from_slice(b",\"status\":");
+    write_decimal(u64::from(record.status), out);
+    out.extend_from_slice(b",\"result\":");
+    write_json_string(record.result, out);
+    // Milliseconds with three decimals, from whole microseconds.
+    let micros = u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX);
+    out.extend_from_slice(b",\"duration_ms\":");
+    write_decimal(micros / 1000, out);
+    out.push(b'.');
+    write_padded(micros % 1000, 3, out);
+    out.extend_from_slice(b"}\n");
+}
+
+fn write_optional(value: Option<&str>, out: &mut Vec<u8>) {
     match value {
         Some(value) => write_json_string(value, out),
         None => out.extend_from_slice(b"null"),
     }
 }
 
-fn number(out: &mut Vec<u8>, name: &str, value: impl std::fmt::Display) {
-    out.push(b',');
-    write_json_string(name, out);
-    out.push(b':');
-    out.extend_from_slice(value.to_string().as_bytes());
+fn write_decimal(value: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
-fn render(record: &Record<'_>, now: time::OffsetDateTime) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    let time = now
-        .format(&time::format_description::well_known::Rfc3339)
+/// `value` in decimal with at least `width` digits.
+fn write_padded(value: u64, width: usize, out: &mut Vec<u8>) {
+    let mut digits = Vec::with_capacity(20);
+    write_decimal(value, &mut digits);
+    out.extend(std::iter::repeat_n(
+        b'0',
+        width.saturating_sub(digits.len()),
+    ));
+    out.extend_from_slice(&digits);
+}
+
+fn write_address(address: SocketAddr, out: &mut Vec<u8>) {
+    match address {
+        SocketAddr::V4(v4) => {
+            for (index, octet) in v4.ip().octets().into_iter().enumerate() {
+                if index > 0 {
+                    out.push(b'.');
+                }
+                write_decimal(u64::from(octet), out);
+            }
+            out.push(b':');
+            write_decimal(u64::from(v4.port()), out);
+        }
+        // `[addr]:port`, `%scope` numeric: no character that JSON needs escaped.
+        SocketAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// RFC 3339 UTC with milliseconds: `2026-12-01T21:00:00.123Z`.
+fn write_time(now: SystemTime, out: &mut Vec<u8>) {
+    let since = now
+        .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
-    out.push(b'{');
-    write_json_string("time", &mut out);
+    let seconds = since.as_secs();
+    let (year, month, day) = civil_from_days(seconds / 86_400);
+    let of_day = seconds % 86_400;
+    write_padded(year, 4, out);
+    out.push(b'-');
+    write_padded(month, 2, out);
+    out.push(b'-');
+    write_padded(day, 2, out);
+    out.push(b'T');
+    write_padded(of_day / 3600, 2, out);
     out.push(b':');
-    write_json_string(&time, &mut out);
-    field(&mut out, "listener", Some(record.listener));
-    field(&mut out, "request_id", Some(record.request_id));
-    let client = record.client.map(|address| address.to_string());
-    field(&mut out, "client", client.as_deref());
-    field(&mut out, "principal", record.principal);
-    field(&mut out, "namespace", record.namespace);
-    field(&mut out, "op", Some(record.op));
-    number(&mut out, "payloads", record.payloads);
-    number(&mut out, "bytes", record.bytes);
-    number(&mut out, "status", record.status);
-    field(&mut out, "result", Some(record.result));
-    number(
-        &mut out,
-        "duration_ms",
-        format_args!("{:.3}", record.duration.as_secs_f64() * 1000.0),
-    );
-    out.extend_from_slice(b"}\n");
-    out
+    write_padded(of_day % 3600 / 60, 2, out);
+    out.push(b':');
+    write_padded(of_day % 60, 2, out);
+    out.push(b'.');
+    write_padded(u64::from(since.subsec_millis()), 3, out);
+    out.push(b'Z');
+}
+
+/// Year, month and day of the `days`th day after 1970-01-01 in the proleptic Gregorian
+/// calendar (H. Hinnant's `civil_from_days`, for days on or after the epoch).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let shifted = days + 719_468; // days since 0000-03-01
+    let era = shifted / 146_097;
+    let day_of_era = shifted % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153; // March = 0
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = era * 400 + year_of_era + u64::from(month <= 2);
+    (year, month, day)
 }
 
 /// A request id: the caller's `X-Request-Id` when it is 1 to 128 visible ASCII characters, else
@@ -199,6 +438,12 @@ mod tests {
 
     use super::*;
 
+    fn rendered(record: &Record<'_>, now: SystemTime) -> Vec<u8> {
+        let mut line = Vec::new();
+        render(record, now, &mut line);
+        line
+    }
+
     fn sample<'a>() -> Record<'a> {
         Record {
             listener: "ui",
@@ -217,11 +462,11 @@ mod tests {
 
     #[test]
     fn a_line_is_one_json_object_with_every_field() {
-        let line = render(&sample(), time::OffsetDateTime::UNIX_EPOCH);
+        let line = rendered(&sample(), SystemTime::UNIX_EPOCH);
         assert_eq!(line.last(), Some(&b'\n'));
         assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
         let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
-        assert_eq!(value["time"], "1970-01-01T00:00:00Z");
+        assert_eq!(value["time"], "1970-01-01T00:00:00.000Z");
         assert_eq!(value["listener"], "ui");
         assert_eq!(value["client"], "127.0.0.1:4000");
         assert_eq!(value["principal"], "email:alice@example.com");
@@ -242,10 +487,122 @@ mod tests {
             ..sample()
         };
         let value: serde_json::Value =
-            serde_json::from_slice(&render(&record, time::OffsetDateTime::UNIX_EPOCH)).unwrap();
+            serde_json::from_slice(&rendered(&record, SystemTime::UNIX_EPOCH)).unwrap();
         assert!(value["principal"].is_null());
         assert!(value["namespace"].is_null());
         assert!(value["client"].is_null());
+    }
+
+    #[test]
+    fn times_match_rfc3339_from_the_time_crate() {
+        use time::format_description::well_known::Rfc3339;
+        // Leap days, year and century boundaries, and a spread of instants up to 2400.
+        let mut seconds: Vec<u64> = vec![
+            0,
+            951_782_400,   // 2000-02-29
+            1_709_164_800, // 2024-02-29
+            4_107_542_399, // 2100-02-28T23:59:59
+            4_107_542_400, // 2100-03-01
+            13_574_563_200,
+        ];
+        seconds.extend((0..20_000u64).map(|i| i * 678_901 + i % 86_400));
+        for second in seconds {
+            let millis = second % 1000;
+            let now = SystemTime::UNIX_EPOCH + Duration::from_millis(second * 1000 + millis);
+            let mut ours = Vec::new();
+            write_time(now, &mut ours);
+            let theirs = time::OffsetDateTime::from(now)
+                .replace_nanosecond(u32::try_from(millis * 1_000_000).unwrap())
+                .unwrap()
+                .format(&Rfc3339)
+                .unwrap();
+            // `time` drops a zero fraction and trailing zeros; compare as instants.
+            let parsed =
+                time::OffsetDateTime::parse(std::str::from_utf8(&ours).unwrap(), &Rfc3339).unwrap();
+            assert_eq!(
+                parsed,
+                time::OffsetDateTime::parse(&theirs, &Rfc3339).unwrap(),
+                "{}",
+                String::from_utf8_lossy(&ours)
+            );
+            assert_eq!(ours.len(), 24, "{}", String::from_utf8_lossy(&ours));
+        }
+    }
+
+    #[test]
+    fn durations_and_addresses_render_exactly() {
+        let record = Record {
+            duration: Duration::from_nanos(12_345_678_901),
+            client: Some("[2001:db8::1]:443".parse().unwrap()),
+            payloads: 0,
+            bytes: usize::MAX,
+            ..sample()
+        };
+        let line = String::from_utf8(rendered(&record, SystemTime::UNIX_EPOCH)).unwrap();
+        assert!(line.contains(r#""duration_ms":12345.678}"#), "{line}");
+        assert!(line.contains(r#""client":"[2001:db8::1]:443","#), "{line}");
+        assert!(line.contains(r#""payloads":0,"#), "{line}");
+        assert!(
+            line.contains(&format!(r#""bytes":{},"#, usize::MAX)),
+            "{line}"
+        );
+        let record = Record {
+            duration: Duration::from_micros(7),
+            client: Some("10.0.0.7:51234".parse().unwrap()),
+            ..sample()
+        };
+        let line = String::from_utf8(rendered(&record, SystemTime::UNIX_EPOCH)).unwrap();
+        assert!(line.contains(r#""duration_ms":0.007}"#), "{line}");
+        assert!(line.contains(r#""client":"10.0.0.7:51234","#), "{line}");
+    }
+
+    #[test]
+    fn lines_from_many_threads_arrive_whole_and_all_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = Arc::new(AuditLog::open(&AuditOutput::File(path.clone())).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|thread| {
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || {
+                    for i in 0..5_000 {
+                        let id = format!("{thread}-{i}");
+                        log.record(&Record {
+                            request_id: &id,
+                            ..sample()
+                        });
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        log.close();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut ids = std::collections::HashSet::new();
+        let mut last_per_thread = [-1i64; 8];
+        for line in text.lines() {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            let id = value["request_id"].as_str().unwrap().to_owned();
+            let (thread, i) = id.split_once('-').unwrap();
+            let (thread, i): (usize, i64) = (thread.parse().unwrap(), i.parse().unwrap());
+            // Each thread's lines stay in the order it recorded them.
+            assert!(
+                i > last_per_thread[thread],
+                "{id} after {}",
+                last_per_thread[thread]
+            );
+            last_per_thread[thread] = i;
+            assert!(ids.insert(id));
+        }
+        assert_eq!(ids.len(), 40_000);
+        // After close, a line is written at once by the caller.
+        log.record(&Record {
+            request_id: "late",
+            ..sample()
+        });
+        assert!(std::fs::read_to_string(&path).unwrap().contains("\"late\""));
     }
 
     #[test]

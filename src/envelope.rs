@@ -305,11 +305,42 @@ fn cipher(encryption_key: &[u8; 32]) -> Aes256Gcm {
     Aes256Gcm::new(encryption_key.into())
 }
 
-/// Fills a fresh random message id.
+/// Bytes of operating-system randomness each thread fetches at once for message ids: 128 ids
+/// per `getrandom` call instead of one.
+const RANDOM_POOL_LEN: usize = 128 * MESSAGE_ID_LEN;
+
+/// A thread's unused operating-system random bytes.
+struct RandomPool {
+    bytes: [u8; RANDOM_POOL_LEN],
+    /// Bytes before this offset have been handed out.
+    used: usize,
+}
+
+thread_local! {
+    static RANDOM_POOL: std::cell::RefCell<RandomPool> = const {
+        std::cell::RefCell::new(RandomPool {
+            bytes: [0; RANDOM_POOL_LEN],
+            used: RANDOM_POOL_LEN,
+        })
+    };
+}
+
+/// A fresh random message id: 32 bytes straight from the operating system's generator
+/// (`getrandom`), fetched in blocks of [`RANDOM_POOL_LEN`] per thread. Each byte is handed out
+/// once. Message ids are public (they travel in the header); what matters is that they never
+/// repeat, which 256 random bits give. The pool is per thread and the process never forks
+/// without exec, so no two sealers can see the same bytes.
 pub fn random_message_id() -> Result<[u8; MESSAGE_ID_LEN], EnvelopeError> {
-    let mut id = [0u8; MESSAGE_ID_LEN];
-    getrandom::fill(&mut id).map_err(|_| EnvelopeError::Random)?;
-    Ok(id)
+    RANDOM_POOL.with_borrow_mut(|pool| {
+        if pool.used + MESSAGE_ID_LEN > RANDOM_POOL_LEN {
+            getrandom::fill(&mut pool.bytes).map_err(|_| EnvelopeError::Random)?;
+            pool.used = 0;
+        }
+        let mut id = [0u8; MESSAGE_ID_LEN];
+        id.copy_from_slice(&pool.bytes[pool.used..pool.used + MESSAGE_ID_LEN]);
+        pool.used += MESSAGE_ID_LEN;
+        Ok(id)
+    })
 }
 
 /// Seals one payload, appending the sealed bytes to `out`.
@@ -403,6 +434,28 @@ mod tests {
         })
         .unwrap();
         out
+    }
+
+    #[test]
+    fn message_ids_never_repeat_across_pool_refills_and_threads() {
+        let per_thread = 3 * RANDOM_POOL_LEN / MESSAGE_ID_LEN + 7;
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    (0..per_thread)
+                        .map(|_| random_message_id().unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        for thread in threads {
+            for id in thread.join().unwrap() {
+                assert_ne!(id, [0u8; MESSAGE_ID_LEN]);
+                assert!(seen.insert(id), "a message id repeated");
+            }
+        }
+        assert_eq!(seen.len(), 4 * per_thread);
     }
 
     #[test]

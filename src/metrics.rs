@@ -68,6 +68,14 @@ pub fn result_label(result: Result<(), ErrorClass>) -> &'static str {
     }
 }
 
+/// One transport and operation's request series.
+struct RequestSeries {
+    ok: prometheus::IntCounter,
+    duration: prometheus::Histogram,
+    payloads: prometheus::IntCounter,
+    payload_bytes: prometheus::IntCounter,
+}
+
 /// Per-namespace key series, refreshed at scrape time.
 struct KeySeries {
     uses: GaugeVec,
@@ -89,6 +97,9 @@ pub struct Metrics {
     duration: HistogramVec,
     payloads: IntCounterVec,
     payload_bytes: IntCounterVec,
+    /// The series a successful request touches, per transport and operation, resolved on first
+    /// use: label lookups (a hash and a lock each) stay off the hot path.
+    resolved: [[std::sync::OnceLock<RequestSeries>; 2]; 2],
     ready: Gauge,
     keys: Mutex<KeySeries>,
     keyring: Arc<Keyring>,
@@ -252,6 +263,7 @@ impl Metrics {
             duration,
             payloads,
             payload_bytes,
+            resolved: Default::default(),
             ready,
             keys: Mutex::new(keys),
             keyring,
@@ -268,19 +280,27 @@ impl Metrics {
         bytes: usize,
         elapsed: Duration,
     ) {
-        let labels = [transport.as_str(), op.as_str()];
-        self.requests
-            .with_label_values(&[transport.as_str(), op.as_str(), result_label(result)])
-            .inc();
-        self.duration
-            .with_label_values(&labels)
-            .observe(elapsed.as_secs_f64());
-        self.payloads
-            .with_label_values(&labels)
-            .inc_by(payloads as u64);
-        self.payload_bytes
-            .with_label_values(&labels)
-            .inc_by(bytes as u64);
+        let series = self.resolved[transport as usize][op as usize].get_or_init(|| {
+            let labels = [transport.as_str(), op.as_str()];
+            RequestSeries {
+                ok: self
+                    .requests
+                    .with_label_values(&[labels[0], labels[1], result_label(Ok(()))]),
+                duration: self.duration.with_label_values(&labels),
+                payloads: self.payloads.with_label_values(&labels),
+                payload_bytes: self.payload_bytes.with_label_values(&labels),
+            }
+        });
+        match result {
+            Ok(()) => series.ok.inc(),
+            Err(_) => self
+                .requests
+                .with_label_values(&[transport.as_str(), op.as_str(), result_label(result)])
+                .inc(),
+        }
+        series.duration.observe(elapsed.as_secs_f64());
+        series.payloads.inc_by(payloads as u64);
+        series.payload_bytes.inc_by(bytes as u64);
     }
 
     /// Sets the readiness gauge.

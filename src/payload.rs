@@ -533,23 +533,34 @@ fn write_base64(bytes: &[u8], out: &mut Vec<u8>) {
 
 /// Writes a JSON string literal, escaping what RFC 8259 requires.
 pub fn write_json_string(text: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = text.as_bytes();
+    out.reserve(bytes.len() + 2);
     out.push(b'"');
-    for &byte in text.as_bytes() {
-        match byte {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0..=0x1f => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(byte >> 4)]);
-                out.push(HEX[usize::from(byte & 0xf)]);
-            }
-            _ => out.push(byte),
-        }
+    // Runs of bytes that need no escape are copied whole.
+    let mut run = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        let escape: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => &[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(byte >> 4)],
+                HEX[usize::from(byte & 0xf)],
+            ],
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[run..at]);
+        out.extend_from_slice(escape);
+        run = at + 1;
     }
+    out.extend_from_slice(&bytes[run..]);
     out.push(b'"');
 }
 
@@ -557,6 +568,35 @@ pub fn write_json_string(text: &str, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use prost::Message;
+
+    #[test]
+    fn json_strings_are_escaped_as_serde_json_reads_them() {
+        let mut texts: Vec<String> = (0u8..0x80)
+            .map(|b| format!("a{}b", char::from(b)))
+            .collect();
+        texts.extend(
+            [
+                "",
+                "plain",
+                "\"quoted\"",
+                "back\\slash",
+                "ünïcødé ✓ 🔑",
+                "\u{7f}\u{1f}\n\r\t",
+            ]
+            .map(str::to_owned),
+        );
+        for text in texts {
+            let mut out = Vec::new();
+            write_json_string(&text, &mut out);
+            let back: String = serde_json::from_slice(&out)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)));
+            assert_eq!(back, text);
+            assert!(
+                out.iter().all(|b| *b >= 0x20),
+                "raw control byte in {out:?}"
+            );
+        }
+    }
 
     #[test]
     fn parses_camel_and_snake_case_and_ignores_unknown_fields() {

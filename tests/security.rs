@@ -161,6 +161,8 @@ path = {audit:?}
 
 /// The audit line with `request_id`.
 fn audit_line(path: &Path, request_id: &str) -> Value {
+    let quoted = format!("\"request_id\":{}", Value::from(request_id));
+    common::wait_for_audit(path, |text| text.contains(&quoted));
     let lines = common::audit_lines(path);
     lines
         .iter()
@@ -474,13 +476,13 @@ fn the_ui_listener_accepts_the_token_cookie_and_the_worker_listener_stays_open()
     // The worker listener has no auth configured: anonymous, and audited as such.
     let response = common::codec_post(&setup.codec, "decode", "orders", &sealed);
     assert_eq!(response.status, 200);
-    let text = std::fs::read_to_string(&setup.audit).unwrap();
-    assert!(
-        text.lines()
-            .any(|line| line.contains("\"listener\":\"worker\"")
-                && line.contains("\"principal\":\"anonymous\"")),
-        "{text}"
-    );
+    let anonymous_worker = |text: &str| {
+        text.lines().any(|line| {
+            line.contains("\"listener\":\"worker\"") && line.contains("\"principal\":\"anonymous\"")
+        })
+    };
+    let text = common::wait_for_audit(&setup.audit, anonymous_worker);
+    assert!(anonymous_worker(&text), "{text}");
 }
 
 #[test]
@@ -586,7 +588,9 @@ path = {audit:?}
         .body(json_document("mtls").to_string())
         .send();
     assert!(refused.is_err());
-    let audit = std::fs::read_to_string(dir.join("audit.log")).unwrap();
+    let audit = common::wait_for_audit(&dir.join("audit.log"), |text| {
+        text.contains("\"principal\":\"cert:worker-a.example\"")
+    });
     assert!(
         audit.contains("\"principal\":\"cert:worker-a.example\""),
         "{audit}"
@@ -658,6 +662,9 @@ path = {audit:?}
     // The HTTP worker listener shares the methods: a request without a token is refused.
     let response = common::codec_post(&codec, "encode", "orders", &json_document("x"));
     assert_eq!(response.status, 401);
+    common::wait_for_audit(&dir.join("audit.log"), |text| {
+        text.matches("\"listener\":\"grpc\"").count() >= 4
+    });
     let grpc_lines: Vec<Value> = common::audit_lines(&dir.join("audit.log"))
         .into_iter()
         .filter(|line| line["listener"] == "grpc")

@@ -505,6 +505,7 @@ fn cli_shows_plaintext_only_with_codec_auth() {
         "plaintext without a token:\n{}",
         out.both()
     );
+    common::wait_for_audit(&setup.audit, |_| setup.ui_decodes().len() > before);
     let after: Vec<Value> = setup.ui_decodes().split_off(before);
     assert!(
         !after.is_empty(),

@@ -24,7 +24,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
 use super::AppState;
 use super::error::http_status;
-use super::listener::Peer;
+use super::listener::{Handler, Peer};
 use crate::audit;
 use crate::auth::{AuthError, Authenticator, Authorizer, Credentials, Principal, Role};
 use crate::codec::{CodecError, ErrorClass, NamespaceCheck};
@@ -99,6 +99,27 @@ pub fn router(state: AppState, options: HttpOptions) -> Router {
     Router::new().fallback(handle).with_state(http)
 }
 
+/// The codec service for the listener's accept loop: what [`router`] serves, without the
+/// router's per-request boxing, and with the peer passed along rather than looked up.
+#[derive(Clone)]
+pub struct CodecHandler(Arc<Http>);
+
+/// The codec service for [`super::listener::serve`].
+pub fn handler(state: AppState, options: HttpOptions) -> CodecHandler {
+    CodecHandler(Arc::new(Http { state, options }))
+}
+
+impl Handler for CodecHandler {
+    fn call(
+        &self,
+        request: http::Request<hyper::body::Incoming>,
+        peer: Option<Peer>,
+    ) -> impl Future<Output = Response> + Send + 'static + use<> {
+        let http = Arc::clone(&self.0);
+        async move { answer(&http, request.map(Body::new), peer.as_ref()).await }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Operation {
     Encode,
@@ -115,9 +136,14 @@ impl Operation {
 }
 
 async fn handle(State(http): State<Arc<Http>>, request: Request) -> Response {
+    let peer = request.extensions().get::<Peer>().cloned();
+    answer(&http, request, peer.as_ref()).await
+}
+
+async fn answer(http: &Http, request: Request, peer: Option<&Peer>) -> Response {
     let origin = request.headers().get(header::ORIGIN).cloned();
     let preflight = request.method() == Method::OPTIONS;
-    let mut response = http.route(request).await;
+    let mut response = http.route(request, peer).await;
     apply_cors(
         &http.options.cors,
         origin.as_ref(),
@@ -221,7 +247,7 @@ fn codec_error_response(operation: Operation, namespace: &str, error: &CodecErro
 }
 
 impl Http {
-    async fn route(&self, request: Request) -> Response {
+    async fn route(&self, request: Request, peer: Option<&Peer>) -> Response {
         let path = request.uri().path().to_owned();
         match path.as_str() {
             "/healthz" | "/livez" => {
@@ -283,11 +309,11 @@ impl Http {
                 .get(REQUEST_ID_HEADER)
                 .and_then(|value| value.to_str().ok()),
         );
-        let client = request.extensions().get::<Peer>().map(|peer| peer.address);
+        let client = peer.map(|peer| peer.address);
         // Load shedding: a request over the limit is refused at once, before its body is read.
         let outcome = match Arc::clone(&self.state.in_flight).try_acquire_owned() {
             Ok(permit) => {
-                let outcome = self.codec(operation, prefix, request).await;
+                let outcome = self.codec(operation, prefix, request, peer).await;
                 drop(permit);
                 outcome
             }
@@ -338,10 +364,15 @@ impl Http {
     }
 
     /// Serves one encode or decode: namespace, body, parse, codec, answer.
-    async fn codec(&self, operation: Operation, prefix: &str, request: Request) -> Outcome {
+    async fn codec(
+        &self,
+        operation: Operation,
+        prefix: &str,
+        request: Request,
+        peer: Option<&Peer>,
+    ) -> Outcome {
         // Who is calling, before anything else is looked at: an unauthenticated caller learns
         // nothing about namespaces and makes the server buffer nothing.
-        let peer = request.extensions().get::<Peer>();
         let principal = match self.authenticate(request.headers(), peer).await {
             Ok(principal) => principal,
             Err(error) => {

@@ -25,6 +25,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::response::Response;
 use http::{HeaderValue, Request, Version, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -34,7 +35,7 @@ use tower::ServiceExt;
 
 use super::tls::{TlsReloader, client_cert_names};
 
-/// Who is on the other end of a connection; added to every request's extensions.
+/// Who is on the other end of a connection; given to the [`Handler`] with every request.
 #[derive(Debug, Clone)]
 pub struct Peer {
     /// The client's address.
@@ -43,6 +44,36 @@ pub struct Peer {
     pub client_cert_names: Arc<[String]>,
     /// Whether the connection is TLS.
     pub tls: bool,
+}
+
+/// What a listener serves: each request with the connection's [`Peer`] (`None` on a Unix
+/// socket).
+pub trait Handler: Clone + Send + Sync + 'static {
+    /// Answers one request.
+    fn call(
+        &self,
+        request: Request<Incoming>,
+        peer: Option<Peer>,
+    ) -> impl Future<Output = Response> + Send + 'static + use<Self>;
+}
+
+/// A router gets the peer as request extensions: [`Peer`] and axum's `ConnectInfo`.
+impl Handler for Router {
+    fn call(
+        &self,
+        mut request: Request<Incoming>,
+        peer: Option<Peer>,
+    ) -> impl Future<Output = Response> + Send + 'static + use<> {
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(ConnectInfo(peer.address));
+            request.extensions_mut().insert(peer);
+        }
+        let router = self.clone();
+        async move {
+            let Ok(response) = router.oneshot(request.map(Body::new)).await;
+            response
+        }
+    }
 }
 
 /// One listener's settings.
@@ -106,7 +137,7 @@ impl From<TcpListener> for Bound {
 /// returns once every connection has closed.
 pub async fn serve(
     listener: impl Into<Bound>,
-    app: Router,
+    app: impl Handler,
     options: ListenerOptions,
     mut drain: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
@@ -163,7 +194,7 @@ async fn drained(drain: &mut watch::Receiver<bool>) {
 async fn connection(
     stream: tokio::net::TcpStream,
     address: SocketAddr,
-    app: Router,
+    app: impl Handler,
     options: &ListenerOptions,
     drain: watch::Receiver<bool>,
 ) {
@@ -199,22 +230,19 @@ async fn connection(
 async fn serve_io<I>(
     io: I,
     peer: Option<Peer>,
-    app: Router,
+    app: impl Handler,
     options: &ListenerOptions,
     mut drain: watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let draining = drain.clone();
-    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-        if let Some(peer) = &peer {
-            request.extensions_mut().insert(ConnectInfo(peer.address));
-            request.extensions_mut().insert(peer.clone());
-        }
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let http1 = request.version() <= Version::HTTP_11;
-        let (app, draining) = (app.clone(), draining.clone());
+        let answer = app.call(request, peer.clone());
+        let draining = draining.clone();
         async move {
-            let Ok(mut response) = app.oneshot(request.map(Body::new)).await;
+            let mut response = answer.await;
             // Tell a keep-alive client not to reuse this connection once the drain started.
             if http1 && *draining.borrow() {
                 response

@@ -1014,6 +1014,19 @@ pub fn local_keyring_toml(path: &Path) -> String {
     )
 }
 
+/// The audit log's text once `ready` holds for it (lines are written in batches a few
+/// milliseconds after the answer), or its text after 10 s for the caller's assertion to report.
+pub fn wait_for_audit(path: &Path, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        if ready(&text) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Every line of an audit log file, each parsed and checked to be a JSON object.
 pub fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
     let raw = fs::read_to_string(path).unwrap_or_default();
