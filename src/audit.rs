@@ -27,7 +27,7 @@ use crate::config::AuditOutput;
 use crate::payload::write_json_string;
 
 /// How long the writer lets lines gather after the first one before it writes them.
-pub const BATCH_WINDOW: Duration = Duration::from_millis(5);
+pub const BATCH_WINDOW: Duration = Duration::from_millis(20);
 /// Bytes of unwritten lines after which requests wait for the writer.
 pub const MAX_PENDING: usize = 1 << 20;
 

@@ -357,12 +357,7 @@ impl Codec {
             };
             let key = self
                 .keyring
-                .data_key_for(
-                    namespace,
-                    header.alleged_provider,
-                    &header.alleged_kek(),
-                    header.alleged_wrapped_key,
-                )
+                .data_key_for_header(namespace, &header)
                 .await
                 .map_err(|error| match error {
                     KeyringError::Provider(ProviderError::Invalid)

@@ -141,6 +141,13 @@ impl HeaderTemplate {
         Ok(Self { bytes })
     }
 
+    /// Whether `header` was laid out from this template: the same namespace, provider, KEK,
+    /// KEK version and wrapped key, byte for byte.
+    pub fn laid_out(&self, header: &Header<'_>) -> bool {
+        header.bytes.len() == self.bytes.len() + MESSAGE_ID_LEN + COMMITMENT_LEN
+            && header.bytes.starts_with(&self.bytes)
+    }
+
     /// Length of a sealed payload for a plaintext of `plaintext_len` bytes.
     pub fn sealed_len(&self, plaintext_len: usize) -> usize {
         self.bytes.len() + MESSAGE_ID_LEN + COMMITMENT_LEN + plaintext_len + TAG_LEN

@@ -33,7 +33,7 @@ use futures_util::future::{BoxFuture, Shared};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use crate::envelope::{self, EnvelopeError, HeaderTemplate};
+use crate::envelope::{self, EnvelopeError, Header, HeaderTemplate};
 use crate::keys::{KeyProvider, ProviderError};
 use crate::secret::{DataKey, KekRef, ProviderKind, WrappedKey};
 
@@ -756,6 +756,32 @@ impl Keyring {
         let retired = self.retire_active(namespace)?;
         self.inner.cache.invalidate_all();
         Ok(retired)
+    }
+
+    /// The data key that opens a payload with `header`, for `namespace`: the namespace's active
+    /// data key when the header was laid out from it (the common case: decoding what this
+    /// process sealed, with no digest and no cache lookup), else [`Self::data_key_for`]. A
+    /// retired key is not served here: after a shred, decodes must ask the provider again.
+    pub async fn data_key_for_header(
+        &self,
+        namespace: &str,
+        header: &Header<'_>,
+    ) -> Result<Arc<DataKey>, KeyringError> {
+        if let Some(keys) = self.inner.namespaces.load().get(namespace)
+            && let Some(active) = keys.active.load().as_ref()
+            && !active.retired.load(Ordering::Acquire)
+            && active.template.laid_out(header)
+        {
+            self.inner.stats.cache_hits.inc();
+            return Ok(Arc::clone(&active.data_key));
+        }
+        self.data_key_for(
+            namespace,
+            header.alleged_provider,
+            &header.alleged_kek(),
+            header.alleged_wrapped_key,
+        )
+        .await
     }
 
     /// The data key that opens a payload whose header names `kek` and `wrapped` for `namespace`.

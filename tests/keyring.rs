@@ -337,3 +337,48 @@ async fn one_hundred_thousand_decodes_under_ten_data_keys_cost_exactly_ten_unwra
     replica.keyring().sync_cache().await;
     assert_eq!(replica.keyring().cached_keys(), 10);
 }
+
+#[tokio::test]
+async fn decodes_under_the_active_key_skip_the_cache_until_the_namespace_is_forgotten() {
+    let setup = setup(Limits::default());
+    let codec = &setup.codec;
+    let stats = codec.keyring().stats();
+    let sealed = encode_one(codec, 7).await.unwrap();
+    let (hits, misses) = (stats.cache_hits.get(), stats.cache_misses.get());
+    for _ in 0..3 {
+        let opened = codec
+            .decode(NamespaceCheck::Expect(NS), vec![sealed.clone()])
+            .await
+            .unwrap();
+        assert_eq!(opened[0].data, b"7");
+    }
+    // Served from memory (counted as cache hits), no provider call.
+    assert_eq!(stats.cache_hits.get(), hits + 3);
+    assert_eq!(stats.cache_misses.get(), misses);
+    assert_eq!(stats.provider_call_count("unwrap"), 0);
+    // A header that differs from the active key's in one byte of the wrapped key is not served
+    // by the active key: it goes to the provider, which refuses it.
+    let mut tampered = sealed.clone();
+    let wrapped = data_key_of(&sealed);
+    let wrapped_at = sealed
+        .data
+        .windows(wrapped.len())
+        .position(|window| window == wrapped)
+        .unwrap();
+    tampered.data[wrapped_at + wrapped.len() / 2] ^= 1;
+    let refused = codec
+        .decode(NamespaceCheck::Expect(NS), vec![tampered])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.class(), ErrorClass::InvalidInput, "{refused}");
+    assert_eq!(stats.provider_call_count("unwrap"), 1);
+    // Once the namespace is forgotten (as after a shred), the active key serves no decode: the
+    // provider is asked again.
+    assert!(codec.keyring().forget_namespace(NS).unwrap());
+    let opened = codec
+        .decode(NamespaceCheck::Expect(NS), vec![sealed])
+        .await
+        .unwrap();
+    assert_eq!(opened[0].data, b"7");
+    assert_eq!(stats.provider_call_count("unwrap"), 2);
+}
