@@ -430,7 +430,11 @@ fn seal_one(key: &ActiveKey, payload: Payload) -> Result<Payload, CodecError> {
 fn open_one(index: usize, key: &DataKey, payload: &Payload) -> Result<Payload, CodecError> {
     let (header, body) =
         envelope::parse(&payload.data).map_err(|error| envelope_error(index, error))?;
-    let mut plaintext = zeroize::Zeroizing::new(Vec::with_capacity(body.len()));
+    // Not zeroized: the same plaintext lives on in the decoded payload and the response body
+    // (and arrived in the caller's request on encode), none of which can be. Wiping this one
+    // copy byte by byte cost more than the decryption at 1 KiB and promised nothing; keys, not
+    // payloads, are what kmscodec zeroizes (docs/threat-model.md).
+    let mut plaintext = Vec::with_capacity(body.len());
     envelope::open(key, &header, body, &mut plaintext)
         .map_err(|error| envelope_error(index, error))?;
     Payload::decode(plaintext.as_slice()).map_err(|error| CodecError::Undecryptable {
