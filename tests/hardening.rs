@@ -328,3 +328,86 @@ fn required_client_certificates_refuse_clients_without_one() {
         Ok(200)
     );
 }
+
+/// Sends one encode request on `stream` and reads the answer (head and `Content-Length` body).
+fn exchange(stream: &mut TcpStream) -> String {
+    let body = common::json_document("keep-alive").to_string();
+    write!(
+        stream,
+        "POST /encode HTTP/1.1\r\nHost: x\r\nX-Namespace: n\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let text = String::from_utf8_lossy(&answer).to_string();
+        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|line| {
+                    line.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if rest.len() >= length {
+                return text;
+            }
+        }
+        let n = stream.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "connection closed: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Whether the server has closed `stream` (end of file or reset), waiting up to `wait`.
+fn closed_by_server(stream: &mut TcpStream, wait: Duration) -> bool {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut probe = [0u8; 1];
+    match stream.read(&mut probe) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(error) => !matches!(
+            error.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn an_idle_keep_alive_connection_stays_usable_while_slow_and_silent_heads_are_cut_off() {
+    let codec = Kmscodec::start_with(Some(&local_config("")), &[]);
+    let connect = || TcpStream::connect(("127.0.0.1", codec.port)).unwrap();
+    let mut keep = connect();
+    assert!(exchange(&mut keep).starts_with("HTTP/1.1 200"));
+    let mut slow = connect();
+    slow.write_all(b"POST /encode HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut silent = connect();
+    // Five seconds in, both are still open.
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(!closed_by_server(&mut slow, Duration::from_millis(100)));
+    assert!(!closed_by_server(&mut silent, Duration::from_millis(100)));
+    // Past the 10 s head timeout, both are closed without an answer; the keep-alive connection,
+    // idle for 12 s, still serves its next request.
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(
+        closed_by_server(&mut slow, Duration::from_secs(2)),
+        "slow head kept open"
+    );
+    assert!(
+        closed_by_server(&mut silent, Duration::from_secs(2)),
+        "silent connection kept open"
+    );
+    let second = exchange(&mut keep);
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+}

@@ -8,7 +8,9 @@
 //!   certificate's names travel with each request as a [`Peer`] extension.
 //! * **Limits.** At most `max_connections` connections are open at once (the accept loop waits
 //!   for a free slot; the kernel's backlog holds the rest), request heads are bounded in bytes
-//!   (HTTP/1: `431`; HTTP/2: `max_header_list_size`), and a client has 10 s to send its head.
+//!   (HTTP/1: `431`; HTTP/2: `max_header_list_size`), and a client has 10 s to send a head once
+//!   it began one, while a keep-alive connection may idle for 120 s between requests
+//!   ([`super::timed`]).
 //! * **Drain without a keep-alive race.** Closing an idle keep-alive connection at the moment a
 //!   client reuses it fails that client's request without the server ever having seen it
 //!   (RFC 9112, section 9.3.1). So on SIGTERM the listener first stops accepting and, for a
@@ -33,6 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
 
+use super::timed::{Phase, Timed};
 use super::tls::{TlsReloader, client_cert_names};
 
 /// Who is on the other end of a connection; given to the [`Handler`] with every request.
@@ -94,8 +97,6 @@ pub struct ListenerOptions {
 
 /// How long a client has for the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client has to send a complete HTTP/1 request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// hyper's smallest HTTP/1 read buffer.
 const MIN_HEAD_BUFFER: usize = 8192;
 
@@ -173,7 +174,8 @@ pub async fn serve(
                     connection(stream, address, app, &options, drain).await;
                 }
                 Accepted::Unix(stream) => {
-                    serve_io(TokioIo::new(stream), None, app, &options, drain).await;
+                    let (stream, phase) = Timed::new(stream);
+                    serve_io(TokioIo::new(stream), phase, None, app, &options, drain).await;
                 }
             }
             drop(permit);
@@ -204,7 +206,8 @@ async fn connection(
             client_cert_names: Arc::from(Vec::new()),
             tls: false,
         };
-        return serve_io(TokioIo::new(stream), Some(peer), app, options, drain).await;
+        let (stream, phase) = Timed::new(stream);
+        return serve_io(TokioIo::new(stream), phase, Some(peer), app, options, drain).await;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -224,11 +227,13 @@ async fn connection(
         client_cert_names: Arc::from(names),
         tls: true,
     };
-    serve_io(TokioIo::new(stream), Some(peer), app, options, drain).await;
+    let (stream, phase) = Timed::new(stream);
+    serve_io(TokioIo::new(stream), phase, Some(peer), app, options, drain).await;
 }
 
 async fn serve_io<I>(
     io: I,
+    phase: Phase,
     peer: Option<Peer>,
     app: impl Handler,
     options: &ListenerOptions,
@@ -239,10 +244,12 @@ async fn serve_io<I>(
     let draining = drain.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let http1 = request.version() <= Version::HTTP_11;
+        phase.serving();
         let answer = app.call(request, peer.clone());
-        let draining = draining.clone();
+        let (draining, phase) = (draining.clone(), phase.clone());
         async move {
             let mut response = answer.await;
+            phase.answered();
             // Tell a keep-alive client not to reuse this connection once the drain started.
             if http1 && *draining.borrow() {
                 response
@@ -256,7 +263,9 @@ async fn serve_io<I>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        // Head and idle timeouts are `Timed`'s (see `super::timed`): hyper's would also close
+        // idle keep-alive connections after the head timeout.
+        .header_read_timeout(None)
         .max_buf_size(options.max_header_bytes.max(MIN_HEAD_BUFFER));
     builder
         .http2()

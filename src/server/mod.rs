@@ -9,6 +9,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod listener;
+pub mod timed;
 pub mod tls;
 
 use std::sync::Arc;

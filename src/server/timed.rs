@@ -1,0 +1,302 @@
+//! The HTTP/1 request-head timeout and keep-alive idle timeout of a connection.
+//!
+//! hyper's own `header_read_timeout` starts when hyper begins to read a request head, which on a
+//! keep-alive connection is right after the previous answer: a client that pauses for longer
+//! than the timeout finds its connection closed, and one that sends at that moment loses its
+//! request (RFC 9112, section 9.3.1). Here the two limits are separate:
+//!
+//! * a new connection has [`HEAD_TIMEOUT`] to send its first request head, and any head, once
+//!   its first byte has arrived, has [`HEAD_TIMEOUT`] to be complete (slowloris);
+//! * between requests, a keep-alive connection may stay idle for [`IDLE_TIMEOUT`], longer than
+//!   the idle timeouts of common HTTP clients (Go 90 s, aiohttp 15 s, undici 4 s), so that the
+//!   client, not the server, normally closes an idle connection.
+//!
+//! While the handler holds a request (body and answer) no timer runs here: the request timeout
+//! governs. HTTP/2 connections (detected from their preface) pass through untouched; HTTP/2 has
+//! its own flow control and pings.
+//!
+//! Timers are cheap on the hot path: a keep-alive request that arrives in one read moves a
+//! deadline (an `Instant`), and the one `Sleep` per connection is only reset when it fires early
+//! or must fire sooner.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// How long a client has to send a complete request head once it started one (and to send the
+/// first request on a new connection).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a keep-alive connection may sit idle between requests.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The connection waits for a request head: a new connection, or after an answer.
+const WAITING: u8 = 0;
+/// A request head has begun to arrive.
+const READING: u8 = 1;
+/// The handler has the request.
+const SERVING: u8 = 2;
+
+/// Where a connection is in its request cycle, shared by the stream and the request handler.
+#[derive(Debug, Clone)]
+pub struct Phase(Arc<AtomicU8>);
+
+impl Phase {
+    /// The handler took a request: no head or idle timer until it answers.
+    pub fn serving(&self) {
+        self.0.store(SERVING, Ordering::Release);
+    }
+
+    /// The handler answered: the connection waits for the next request.
+    pub fn answered(&self) {
+        self.0.store(WAITING, Ordering::Release);
+    }
+}
+
+/// A connection's byte stream with the head and idle timers.
+#[derive(Debug)]
+pub struct Timed<S> {
+    inner: S,
+    phase: Phase,
+    /// The phase this stream last acted on, to notice a new wait after an answer.
+    seen: u8,
+    /// When the current head or idle wait ends.
+    deadline: Instant,
+    timer: Pin<Box<Sleep>>,
+    /// When `timer` fires (it may be earlier than `deadline`: then it is re-armed).
+    timer_at: Instant,
+    /// `Some(true)` once the stream turned out to be HTTP/2, `Some(false)` for HTTP/1.
+    http2: Option<bool>,
+    head_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl<S> Timed<S> {
+    /// Wraps a new connection's stream; the returned [`Phase`] goes to the request handler.
+    pub fn new(inner: S) -> (Self, Phase) {
+        Self::with_timeouts(inner, HEAD_TIMEOUT, IDLE_TIMEOUT)
+    }
+
+    fn with_timeouts(inner: S, head_timeout: Duration, idle_timeout: Duration) -> (Self, Phase) {
+        let phase = Phase(Arc::new(AtomicU8::new(WAITING)));
+        let deadline = Instant::now() + head_timeout;
+        let timed = Self {
+            inner,
+            phase: phase.clone(),
+            seen: WAITING,
+            deadline,
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
+            timer_at: deadline,
+            http2: None,
+            head_timeout,
+            idle_timeout,
+        };
+        (timed, phase)
+    }
+
+    /// Whether `deadline` has passed; otherwise makes sure the task is woken by then.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = self.deadline;
+        if deadline < self.timer_at {
+            self.timer.as_mut().reset(deadline);
+            self.timer_at = deadline;
+        }
+        loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if Instant::now() >= deadline {
+                return true;
+            }
+            // It fired for an earlier deadline that has since moved on.
+            self.timer.as_mut().reset(deadline);
+            self.timer_at = deadline;
+        }
+    }
+
+    fn note_bytes(&mut self, bytes: &[u8]) {
+        if self.http2.is_none() {
+            const PREFACE: &[u8] = b"PRI * HTTP/2.0";
+            let seen = bytes.len().min(PREFACE.len());
+            if bytes[..seen] != PREFACE[..seen] {
+                self.http2 = Some(false);
+            } else if seen >= 3 {
+                self.http2 = Some(true);
+            }
+        }
+        if self.phase.0.load(Ordering::Acquire) == WAITING {
+            self.phase.0.store(READING, Ordering::Release);
+            self.seen = READING;
+            self.deadline = Instant::now() + self.head_timeout;
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if this.http2 == Some(true) {
+            return result;
+        }
+        match result {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.note_bytes(&buf.filled()[before..]);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                let phase = this.phase.0.load(Ordering::Acquire);
+                match phase {
+                    SERVING => {
+                        this.seen = SERVING;
+                        return Poll::Pending;
+                    }
+                    WAITING if this.seen != WAITING => {
+                        this.seen = WAITING;
+                        this.deadline = Instant::now() + this.idle_timeout;
+                    }
+                    _ => {}
+                }
+                if this.expired(cx) {
+                    let what = if phase == READING {
+                        "request head not complete in time"
+                    } else {
+                        "no request in time"
+                    };
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)));
+                }
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const HEAD: Duration = Duration::from_secs(10);
+    const IDLE: Duration = Duration::from_secs(120);
+
+    async fn read_some(stream: &mut Timed<tokio::io::DuplexStream>) -> io::Result<Vec<u8>> {
+        let mut buf = [0u8; 64];
+        let n = stream.read(&mut buf).await?;
+        Ok(buf[..n].to_vec())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_keep_alive_connection_may_idle_longer_than_a_head_may_take() {
+        let (client, server) = tokio::io::duplex(1024);
+        let (mut server, phase) = Timed::with_timeouts(server, HEAD, IDLE);
+        let mut client = client;
+        client.write_all(b"POST / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert_eq!(read_some(&mut server).await.unwrap().len(), 19);
+        phase.serving();
+        // Body reads while serving: no timer, however long.
+        let pending = tokio::time::timeout(Duration::from_secs(600), read_some(&mut server)).await;
+        assert!(pending.is_err(), "a read while serving timed out");
+        phase.answered();
+        // Idle for 100 s (past the head timeout), then the next request is read.
+        let client_task = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(100)).await;
+            client.write_all(b"POST / HTTP/1.1\r\n").await.unwrap();
+            client
+        });
+        assert_eq!(read_some(&mut server).await.unwrap().len(), 17);
+        let _client = client_task.await.unwrap();
+        // That head is incomplete: it has 10 s from its first byte.
+        let started = Instant::now();
+        let error = read_some(&mut server).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed().as_secs(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_closes_after_the_idle_timeout_and_a_silent_one_after_the_head_timeout()
+     {
+        let (_client, server) = tokio::io::duplex(1024);
+        let (mut server, _phase) = Timed::with_timeouts(server, HEAD, IDLE);
+        let started = Instant::now();
+        assert_eq!(
+            read_some(&mut server).await.unwrap_err().kind(),
+            io::ErrorKind::TimedOut
+        );
+        assert_eq!(started.elapsed().as_secs(), 10, "a silent new connection");
+
+        let (mut client, server) = tokio::io::duplex(1024);
+        let (mut server, phase) = Timed::with_timeouts(server, HEAD, IDLE);
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        read_some(&mut server).await.unwrap();
+        phase.serving();
+        phase.answered();
+        let started = Instant::now();
+        assert_eq!(
+            read_some(&mut server).await.unwrap_err().kind(),
+            io::ErrorKind::TimedOut
+        );
+        assert_eq!(
+            started.elapsed().as_secs(),
+            120,
+            "an idle keep-alive connection"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_passes_through_without_timers() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let (mut server, _phase) = Timed::with_timeouts(server, HEAD, IDLE);
+        client
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        read_some(&mut server).await.unwrap();
+        let pending = tokio::time::timeout(Duration::from_secs(3600), read_some(&mut server)).await;
+        assert!(pending.is_err(), "an HTTP/2 connection was timed out");
+    }
+}
