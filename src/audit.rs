@@ -308,29 +308,21 @@ fn write_optional(value: Option<&str>, out: &mut Vec<u8>) {
 }
 
 fn write_decimal(value: u64, out: &mut Vec<u8>) {
-    let mut digits = [0u8; 20];
+    write_padded(value, 1, out);
+}
+
+/// `value` in decimal with at least `width` (at most 20) digits, zero-padded.
+fn write_padded(value: u64, width: usize, out: &mut Vec<u8>) {
+    let mut digits = [b'0'; 20];
     let mut at = digits.len();
     let mut rest = value;
-    loop {
+    while rest > 0 {
         at -= 1;
         digits[at] = b'0' + (rest % 10) as u8;
         rest /= 10;
-        if rest == 0 {
-            break;
-        }
     }
-    out.extend_from_slice(&digits[at..]);
-}
-
-/// `value` in decimal with at least `width` digits.
-fn write_padded(value: u64, width: usize, out: &mut Vec<u8>) {
-    let mut digits = Vec::with_capacity(20);
-    write_decimal(value, &mut digits);
-    out.extend(std::iter::repeat_n(
-        b'0',
-        width.saturating_sub(digits.len()),
-    ));
-    out.extend_from_slice(&digits);
+    let start = at.min(digits.len().saturating_sub(width.max(1)));
+    out.extend_from_slice(&digits[start..]);
 }
 
 fn write_address(address: SocketAddr, out: &mut Vec<u8>) {
