@@ -205,20 +205,8 @@ fn a_request_over_the_concurrency_limit_is_shed_with_retry_after() {
         width = 1000 - "{\"payloads\": [".len() - 2
     );
     slow.write_all(rest.as_bytes()).unwrap();
-    let mut answer = Vec::new();
-    slow.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
-        let n = slow.read(&mut buf).unwrap();
-        assert!(n > 0, "connection closed");
-        answer.extend_from_slice(&buf[..n]);
-    }
-    assert!(
-        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
+    let answer = read_answer(&mut slow);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let response = common::codec_post(&codec, "encode", "other", &common::json_document("x"));
     assert_eq!(response.status, 200, "{}", response.text());
 }
@@ -329,7 +317,7 @@ fn required_client_certificates_refuse_clients_without_one() {
     );
 }
 
-/// Sends one encode request on `stream` and reads the answer (head and `Content-Length` body).
+/// Sends one encode request on `stream` and reads the answer.
 fn exchange(stream: &mut TcpStream) -> String {
     let body = common::json_document("keep-alive").to_string();
     write!(
@@ -339,6 +327,11 @@ fn exchange(stream: &mut TcpStream) -> String {
         body.len()
     )
     .unwrap();
+    read_answer(stream)
+}
+
+/// Reads one HTTP/1.1 answer from `stream`: its head and its `Content-Length` body.
+fn read_answer(stream: &mut TcpStream) -> String {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();

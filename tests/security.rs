@@ -159,6 +159,22 @@ path = {audit:?}
     }
 }
 
+/// POSTs `sealed` to the UI listener's `/decode` for namespace `orders`, with `headers` added.
+fn ui_decode(setup: &Setup, sealed: &Value, headers: &[(&str, &str)]) -> common::HttpResponse {
+    let mut all = vec![
+        ("Content-Type", "application/json"),
+        ("X-Namespace", "orders"),
+    ];
+    all.extend_from_slice(headers);
+    common::http_request(
+        "POST",
+        &format!("{}/decode", setup.ui_url),
+        &all,
+        sealed.to_string().as_bytes(),
+    )
+    .unwrap()
+}
+
 /// The audit line with `request_id`.
 fn audit_line(path: &Path, request_id: &str) -> Value {
     let quoted = format!("\"request_id\":{}", Value::from(request_id));
@@ -443,21 +459,11 @@ fn the_ui_listener_accepts_the_token_cookie_and_the_worker_listener_stays_open()
         &json_document("cookie"),
     ));
     let decode = |cookie: Option<&str>| {
-        let mut headers = vec![
-            ("Content-Type", "application/json"),
-            ("X-Namespace", "orders"),
-            ("Origin", ORIGIN),
-        ];
+        let mut headers = vec![("Origin", ORIGIN)];
         if let Some(cookie) = cookie {
             headers.push(("Cookie", cookie));
         }
-        common::http_request(
-            "POST",
-            &format!("{}/decode", setup.ui_url),
-            &headers,
-            sealed.to_string().as_bytes(),
-        )
-        .unwrap()
+        ui_decode(&setup, &sealed, &headers)
     };
     assert_eq!(decode(None).status, 401);
     assert_eq!(
@@ -704,22 +710,11 @@ fn the_web_uis_authorization_extras_id_token_adds_its_claims() {
         .token(claims("u-mallory", json!({"groups": ["sre"]})));
     let decode = |extras: Option<&str>| {
         let authorization = format!("Bearer {access}");
-        let mut headers = vec![
-            ("Content-Type", "application/json"),
-            ("X-Namespace", "orders"),
-            ("Authorization", authorization.as_str()),
-        ];
+        let mut headers = vec![("Authorization", authorization.as_str())];
         if let Some(extras) = extras {
             headers.push(("Authorization-Extras", extras));
         }
-        common::http_request(
-            "POST",
-            &format!("{}/decode", setup.ui_url),
-            &headers,
-            sealed.to_string().as_bytes(),
-        )
-        .unwrap()
-        .status
+        ui_decode(&setup, &sealed, &headers).status
     };
     assert_eq!(decode(None), 403);
     assert_eq!(decode(Some(&id_token)), 200);

@@ -241,6 +241,14 @@ path = {audit:?}
             .collect()
     }
 
+    /// Audit lines of UI-listener decodes that succeeded.
+    fn successful_ui_decodes(&self) -> Vec<Value> {
+        self.ui_decodes()
+            .into_iter()
+            .filter(|l| l["status"] == 200 || l["result"] == "ok")
+            .collect()
+    }
+
     /// Waits until at least `count` UI-listener decode lines after the first `skip` ones
     /// answered `status`; returns them.
     fn wait_for_ui_decodes(&self, skip: usize, status: u16, count: usize) -> Vec<Value> {
@@ -410,11 +418,7 @@ fn web_ui_from_an_origin_not_allowed_shows_only_sealed_payloads() {
     }
 
     // No decode happened: Chromium never sends the POST after a refused preflight.
-    let decoded: Vec<_> = setup
-        .ui_decodes()
-        .into_iter()
-        .filter(|l| l["status"] == 200 || l["result"] == "ok")
-        .collect();
+    let decoded = setup.successful_ui_decodes();
     assert!(
         decoded.is_empty(),
         "decoded for a foreign origin: {decoded:?}"
@@ -456,11 +460,7 @@ fn web_ui_without_a_valid_token_gets_401_and_shows_only_sealed_payloads() {
         .iter()
         .for_each(|line| assert_unauthenticated(line, "invalid_credentials"));
 
-    let decoded: Vec<_> = setup
-        .ui_decodes()
-        .into_iter()
-        .filter(|l| l["status"] == 200)
-        .collect();
+    let decoded = setup.successful_ui_decodes();
     assert!(
         decoded.is_empty(),
         "decoded without a valid token: {decoded:?}"
