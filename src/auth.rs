@@ -418,7 +418,9 @@ impl Authenticator {
                 }
                 Method::Jwt => {
                     if let Some(jwt) = &self.jwt {
-                        match jwt.authenticate(bearer, extras).await {
+                        // Boxed: a JWKS fetch is a kilobyte of future state that every codec
+                        // request's future would otherwise carry, JWT or not.
+                        match Box::pin(jwt.authenticate(bearer, extras)).await {
                             Ok(principal) => return Ok(principal),
                             Err(error) => jwt_error = Some(error),
                         }

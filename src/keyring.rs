@@ -775,12 +775,14 @@ impl Keyring {
             self.inner.stats.cache_hits.inc();
             return Ok(Arc::clone(&active.data_key));
         }
-        self.data_key_for(
+        // Boxed: the cache and provider path is two kilobytes of future state that every decode
+        // future would otherwise carry (and copy when it moves), for a path the active key skips.
+        Box::pin(self.data_key_for(
             namespace,
             header.alleged_provider,
             &header.alleged_kek(),
             header.alleged_wrapped_key,
-        )
+        ))
         .await
     }
 

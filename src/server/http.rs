@@ -116,7 +116,9 @@ impl Handler for CodecHandler {
         peer: Option<Peer>,
     ) -> impl Future<Output = Response> + Send + 'static + use<> {
         let http = Arc::clone(&self.0);
-        async move { answer(&http, request.map(Body::new), peer.as_ref()).await }
+        // Boxed: the request's future is a few kilobytes of state, which hyper would otherwise
+        // copy on every move (measured: about 1% of a 1 KiB request's CPU time in memcpy).
+        Box::pin(async move { answer(&http, request.map(Body::new), peer.as_ref()).await })
     }
 }
 

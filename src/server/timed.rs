@@ -15,9 +15,9 @@
 //! governs. HTTP/2 connections (detected from their preface) pass through untouched; HTTP/2 has
 //! its own flow control and pings.
 //!
-//! Timers are cheap on the hot path: a keep-alive request that arrives in one read moves a
-//! deadline (an `Instant`), and the one `Sleep` per connection is only reset when it fires early
-//! or must fire sooner.
+//! Timers are cheap on the hot path: a keep-alive request that arrives in one read moves the
+//! idle deadline (an `Instant`) once, and the one `Sleep` per connection is only reset when it
+//! fires early or must fire sooner.
 
 use std::io;
 use std::pin::Pin;
@@ -41,6 +41,8 @@ const WAITING: u8 = 0;
 const READING: u8 = 1;
 /// The handler has the request.
 const SERVING: u8 = 2;
+/// `Timed::seen` only: a head has begun and its deadline is not set yet.
+const READING_UNTIMED: u8 = 3;
 
 /// Where a connection is in its request cycle, shared by the stream and the request handler.
 #[derive(Debug, Clone)]
@@ -131,8 +133,9 @@ impl<S> Timed<S> {
         }
         if self.phase.0.load(Ordering::Acquire) == WAITING {
             self.phase.0.store(READING, Ordering::Release);
-            self.seen = READING;
-            self.deadline = Instant::now() + self.head_timeout;
+            // The head's deadline is set when a read finds no more bytes (below): a head that
+            // arrives in one read, the usual case, costs no clock read.
+            self.seen = READING_UNTIMED;
         }
     }
 }
@@ -166,6 +169,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
                     WAITING if this.seen != WAITING => {
                         this.seen = WAITING;
                         this.deadline = Instant::now() + this.idle_timeout;
+                    }
+                    READING if this.seen == READING_UNTIMED => {
+                        this.seen = READING;
+                        this.deadline = Instant::now() + this.head_timeout;
                     }
                     _ => {}
                 }
@@ -255,6 +262,33 @@ mod tests {
         let error = read_some(&mut server).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         assert_eq!(started.elapsed().as_secs(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_trickled_byte_by_byte_still_has_ten_seconds_from_its_first_byte() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let (mut server, _phase) = Timed::with_timeouts(server, HEAD, IDLE);
+        let started = Instant::now();
+        let trickle = tokio::spawn(async move {
+            for byte in b"POST / HTTP/1.1\r\n".iter() {
+                if client.write_all(&[*byte]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+            client
+        });
+        let mut received = 0;
+        let error = loop {
+            match read_some(&mut server).await {
+                Ok(bytes) => received += bytes.len(),
+                Err(error) => break error,
+            }
+        };
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed().as_secs(), 10);
+        assert_eq!(received, 4, "bytes at 0, 3, 6 and 9 s");
+        drop(trickle.await.unwrap());
     }
 
     #[tokio::test(start_paused = true)]
