@@ -15,9 +15,12 @@ use std::time::{Duration, Instant};
 use common::Kmscodec;
 use common::pki::{client_pki, pki, tls_client};
 
-fn local_config(extra: &str) -> String {
-    let keyring = common::temp_dir("hardening").keep().join("k.json");
-    format!("{extra}{}", common::local_keyring_toml(&keyring))
+/// A config with `extra` and a local keyring in a temp dir; keep the dir while the server runs.
+fn local_config(extra: &str) -> (tempfile::TempDir, String) {
+    let dir = common::temp_dir("hardening");
+    let keyring = dir.path().join("k.json");
+    let config = format!("{extra}{}", common::local_keyring_toml(&keyring));
+    (dir, config)
 }
 
 /// Peak resident set size of a process, from `/proc/PID/status` (VmHWM), in bytes.
@@ -41,13 +44,11 @@ fn memory_bound(max_in_flight: u64, body: u64) -> u64 {
 async fn a_flood_of_large_bodies_stays_under_the_memory_bound_and_health_answers() {
     const CLIENTS: usize = 64;
     const MAX_IN_FLIGHT: u64 = 16;
-    let codec = Kmscodec::start_with(
-        Some(&local_config(&format!(
-            "[server]\nbody_limit_bytes = \"8MiB\"\nmax_concurrent_requests = {MAX_IN_FLIGHT}\n\
-             [limits]\nmax_payload_bytes = \"4MiB\"\n[audit]\noutput = \"off\"\n"
-        ))),
-        &[],
-    );
+    let (_keyring, config) = local_config(&format!(
+        "[server]\nbody_limit_bytes = \"8MiB\"\nmax_concurrent_requests = {MAX_IN_FLIGHT}\n\
+         [limits]\nmax_payload_bytes = \"4MiB\"\n[audit]\noutput = \"off\"\n"
+    ));
+    let codec = Kmscodec::start_with(Some(&config), &[]);
     let url = codec.url();
     // A 4 MiB body: one payload of 3 MiB (base64 makes it 4 MiB of JSON).
     let data = base64_simd::STANDARD.encode_to_string(vec![0x42u8; 3 << 20]);
@@ -166,10 +167,8 @@ fn partial_request(port: u16, declared: usize) -> TcpStream {
 
 #[test]
 fn a_request_over_the_concurrency_limit_is_shed_with_retry_after() {
-    let codec = Kmscodec::start_with(
-        Some(&local_config("[server]\nmax_concurrent_requests = 1\n")),
-        &[],
-    );
+    let (_keyring, config) = local_config("[server]\nmax_concurrent_requests = 1\n");
+    let codec = Kmscodec::start_with(Some(&config), &[]);
     // The one slot is taken by a request whose body is still arriving. Which of two requests
     // arriving together takes the slot is a race, so retry until the slow one holds it.
     let mut slow = partial_request(codec.port, 1000);
@@ -213,10 +212,8 @@ fn a_request_over_the_concurrency_limit_is_shed_with_retry_after() {
 
 #[test]
 fn an_oversized_request_head_gets_431() {
-    let codec = Kmscodec::start_with(
-        Some(&local_config("[server]\nmax_header_bytes = \"8KiB\"\n")),
-        &[],
-    );
+    let (_keyring, config) = local_config("[server]\nmax_header_bytes = \"8KiB\"\n");
+    let codec = Kmscodec::start_with(Some(&config), &[]);
     let mut stream = TcpStream::connect(("127.0.0.1", codec.port)).unwrap();
     let big = "a".repeat(64 << 10);
     write!(
@@ -248,17 +245,16 @@ fn encode_over(client: &reqwest::blocking::Client, url: &str) -> Result<u16, Str
 
 #[test]
 fn tls_is_served_and_a_rotated_certificate_is_picked_up_without_restart() {
-    let dir = common::temp_dir("tls").keep();
+    let dir_guard = common::temp_dir("tls");
+    let dir = dir_guard.path();
     let first = pki("first");
     let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
     std::fs::write(&cert, &first.cert_pem).unwrap();
     std::fs::write(&key, &first.key_pem).unwrap();
-    let codec = Kmscodec::start_with(
-        Some(&local_config(&format!(
-            "[server.tls]\ncert_file = {cert:?}\nkey_file = {key:?}\n"
-        ))),
-        &[],
-    );
+    let (_keyring, config) = local_config(&format!(
+        "[server.tls]\ncert_file = {cert:?}\nkey_file = {key:?}\n"
+    ));
+    let codec = Kmscodec::start_with(Some(&config), &[]);
     let url = format!("https://127.0.0.1:{}", codec.port);
     let trusts_first = tls_client(&first.ca_pem, None);
     assert_eq!(encode_over(&trusts_first, &url), Ok(200));
@@ -289,7 +285,8 @@ fn tls_is_served_and_a_rotated_certificate_is_picked_up_without_restart() {
 
 #[test]
 fn required_client_certificates_refuse_clients_without_one() {
-    let dir = common::temp_dir("mtls").keep();
+    let dir_guard = common::temp_dir("mtls");
+    let dir = dir_guard.path();
     let server = pki("server");
     let (client_ca, client_identity) = client_pki("worker-a.example");
     let (cert, key, ca) = (
@@ -300,13 +297,11 @@ fn required_client_certificates_refuse_clients_without_one() {
     std::fs::write(&cert, &server.cert_pem).unwrap();
     std::fs::write(&key, &server.key_pem).unwrap();
     std::fs::write(&ca, &client_ca).unwrap();
-    let codec = Kmscodec::start_with(
-        Some(&local_config(&format!(
-            "[server.tls]\ncert_file = {cert:?}\nkey_file = {key:?}\nclient_ca_file = {ca:?}\n\
-             client_auth = \"required\"\n"
-        ))),
-        &[],
-    );
+    let (_keyring, config) = local_config(&format!(
+        "[server.tls]\ncert_file = {cert:?}\nkey_file = {key:?}\nclient_ca_file = {ca:?}\n\
+         client_auth = \"required\"\n"
+    ));
+    let codec = Kmscodec::start_with(Some(&config), &[]);
     let url = format!("https://127.0.0.1:{}", codec.port);
     assert!(encode_over(&tls_client(&server.ca_pem, None), &url).is_err());
     let (_, stranger) = client_pki("worker-a.example");
@@ -378,7 +373,8 @@ fn closed_by_server(stream: &mut TcpStream, wait: Duration) -> bool {
 
 #[test]
 fn an_idle_keep_alive_connection_stays_usable_while_slow_and_silent_heads_are_cut_off() {
-    let codec = Kmscodec::start_with(Some(&local_config("")), &[]);
+    let (_keyring, config) = local_config("");
+    let codec = Kmscodec::start_with(Some(&config), &[]);
     let connect = || TcpStream::connect(("127.0.0.1", codec.port)).unwrap();
     let mut keep = connect();
     assert!(exchange(&mut keep).starts_with("HTTP/1.1 200"));

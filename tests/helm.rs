@@ -95,15 +95,16 @@ fn cases() -> Vec<Case> {
     cases
 }
 
-fn helm(args: &[&str], extra: &[String]) -> Command {
-    let home = common::temp_dir("helm-home").keep();
-    let mut cmd = common::hermetic_command(common::tool("helm"), &home);
+/// Runs helm with `args` and `extra` in a fresh, hermetic home, removed afterwards.
+fn run_helm(args: &[&str], extra: &[String]) -> common::Output {
+    let home = common::temp_dir("helm-home");
+    let mut cmd = common::hermetic_command(common::tool("helm"), home.path());
     // helm keeps caches and config under these; keep them out of the developer's home.
     for var in ["HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"] {
-        cmd.env(var, home.join(var));
+        cmd.env(var, home.path().join(var));
     }
     cmd.args(args).args(extra);
-    cmd
+    common::run(cmd, TOOL_TIMEOUT)
 }
 
 /// `helm template` of a case: the YAML stream.
@@ -116,7 +117,7 @@ fn template(extra: &[String]) -> common::Output {
         "--namespace",
         NAMESPACE,
     ];
-    common::run(helm(&args, extra), TOOL_TIMEOUT)
+    run_helm(&args, extra)
 }
 
 /// The case's rendered documents as JSON, rendered once per test binary.
@@ -199,10 +200,7 @@ fn config_toml(documents: &[Value]) -> String {
 fn chart_lints_clean_for_default_values_and_every_example() {
     let chart = chart_dir();
     for case in cases() {
-        let out = common::run(
-            helm(&["lint", "--strict", chart.to_str().unwrap()], &case.args),
-            TOOL_TIMEOUT,
-        );
+        let out = run_helm(&["lint", "--strict", chart.to_str().unwrap()], &case.args);
         assert!(
             out.status.success() && out.stdout.contains("0 chart(s) failed"),
             "helm lint --strict ({}) failed\n{}",
@@ -760,19 +758,13 @@ fn sidecar_templates_work_from_a_parent_chart() {
         &parent,
     );
     copy_dir(&chart_dir(), &parent.join("charts/kmscodec"));
-    let out = common::run(
-        helm(&["lint", "--strict", parent.to_str().unwrap()], &[]),
-        TOOL_TIMEOUT,
-    );
+    let out = run_helm(&["lint", "--strict", parent.to_str().unwrap()], &[]);
     assert!(
         out.status.success(),
         "helm lint --strict (parent)\n{}",
         out.both()
     );
-    let out = common::run(
-        helm(&["template", "w", parent.to_str().unwrap()], &[]),
-        TOOL_TIMEOUT,
-    );
+    let out = run_helm(&["template", "w", parent.to_str().unwrap()], &[]);
     assert!(
         out.status.success(),
         "helm template (parent)\n{}",

@@ -14,9 +14,10 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_during_load_fails_no_in_flight_request() {
+    let keyring_dir = common::temp_dir("lifecycle");
     let mut codec = Kmscodec::start_with(
         Some("[server]\nshutdown_grace = \"20s\"\n[providers.dev]\nkind = \"local\"\npath = \"KEYRING\"\ncreate_missing = true\n[namespaces.\"*\"]\nprovider = \"dev\"\nkey = \"dev\"\n"
-            .replace("KEYRING", common::temp_dir("lifecycle").keep().join("k.json").to_str().unwrap())
+            .replace("KEYRING", keyring_dir.path().join("k.json").to_str().unwrap())
             .as_str()),
         &[],
     );

@@ -72,7 +72,7 @@ struct Setup {
     ui_url: String,
     audit: PathBuf,
     issuer: Issuer,
-    _dir: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 fn write_secret(path: &Path, text: &str) {
@@ -85,7 +85,8 @@ fn write_secret(path: &Path, text: &str) {
 /// `token:reader` reads orders, `token:writer` writes orders, `token:other` reads billing,
 /// `group:sre` (JWT) reads every namespace, `email:alice@example.com` reads orders.
 fn setup() -> Setup {
-    let dir = common::temp_dir("security").keep();
+    let dir_guard = common::temp_dir("security");
+    let dir = dir_guard.path().to_owned();
     let issuer = Issuer::new();
     let jwks = dir.join("jwks.json");
     std::fs::write(&jwks, issuer.jwks.to_string()).unwrap();
@@ -155,7 +156,7 @@ path = {audit:?}
         ui_url: format!("http://127.0.0.1:{ui_port}"),
         audit,
         issuer,
-        _dir: dir,
+        _dir: dir_guard,
     }
 }
 
@@ -520,7 +521,8 @@ fn a_listener_naming_an_unconfigured_method_or_missing_rules_refuses_to_start() 
 #[test]
 fn a_verified_client_certificate_is_a_principal_on_a_tls_listener() {
     use common::pki::{client_pki, pki, tls_client};
-    let dir = common::temp_dir("security-mtls").keep();
+    let dir_guard = common::temp_dir("security-mtls");
+    let dir = dir_guard.path();
     let server = pki("server");
     let (client_ca, worker_a) = client_pki("worker-a.example");
     let (_, stranger) = client_pki("worker-a.example");
@@ -607,7 +609,8 @@ path = {audit:?}
 async fn grpc_callers_authenticate_with_authorization_metadata() {
     use kmscodec::server::grpc::proto::EncodeRequest;
     use kmscodec::server::grpc::proto::codec_client::CodecClient;
-    let dir = common::temp_dir("security-grpc").keep();
+    let dir_guard = common::temp_dir("security-grpc");
+    let dir = dir_guard.path();
     write_secret(&dir.join("worker"), "worker-token-0123456789\n");
     let grpc_port = common::free_port();
     let config = format!(
@@ -729,7 +732,8 @@ async fn grpc_over_tls_takes_the_client_certificate_as_the_principal() {
     use kmscodec::server::grpc::proto::EncodeRequest;
     use kmscodec::server::grpc::proto::codec_client::CodecClient;
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-    let dir = common::temp_dir("security-grpc-tls").keep();
+    let dir_guard = common::temp_dir("security-grpc-tls");
+    let dir = dir_guard.path();
     let server = pki("server");
     let (client_ca, worker_a) = client_pki("worker-a.example");
     for (name, text) in [
