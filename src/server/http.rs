@@ -250,8 +250,10 @@ fn codec_error_response(operation: Operation, namespace: &str, error: &CodecErro
 
 impl Http {
     async fn route(&self, request: Request, peer: Option<&Peer>) -> Response {
-        let path = request.uri().path().to_owned();
-        match path.as_str() {
+        // A clone of the URI shares its bytes (no copy); the path outlives the request's move.
+        let uri = request.uri().clone();
+        let path = uri.path();
+        match path {
             "/healthz" | "/livez" => {
                 return match *request.method() {
                     Method::GET | Method::HEAD => text_response(StatusCode::OK, "ok\n".to_owned()),
