@@ -65,7 +65,8 @@ impl Phase {
 pub struct Timed<S> {
     inner: S,
     phase: Phase,
-    /// The phase this stream last acted on, to notice a new wait after an answer.
+    /// The phase this stream last acted on, to notice a new wait after an answer, or
+    /// [`READING_UNTIMED`] while a begun head's deadline is still to be set.
     seen: u8,
     /// When the current head or idle wait ends.
     deadline: Instant,
