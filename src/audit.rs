@@ -606,6 +606,12 @@ mod tests {
         assert_eq!(request_id(None).len(), 32);
         assert_eq!(request_id(Some(&"x".repeat(129))).len(), 32);
         assert_ne!(request_id(None), request_id(None));
+        // The process's prefix, then the counter.
+        let (first, second) = (request_id(None), request_id(None));
+        assert_eq!(first[..16], second[..16]);
+        let count = |id: &str| u64::from_str_radix(&id[16..], 16).unwrap();
+        // Other tests may mint ids between the two calls.
+        assert!(count(&second) > count(&first));
     }
 
     #[test]
