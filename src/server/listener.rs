@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
 
-use super::timed::{Phase, Timed};
+use super::timed::Timed;
 use super::tls::{TlsReloader, client_cert_names};
 
 /// Who is on the other end of a connection; given to the [`Handler`] with every request.
@@ -174,8 +174,7 @@ pub async fn serve(
                     connection(stream, address, app, &options, drain).await;
                 }
                 Accepted::Unix(stream) => {
-                    let (stream, phase) = Timed::new(stream);
-                    serve_io(TokioIo::new(stream), phase, None, app, &options, drain).await;
+                    serve_io(stream, None, app, &options, drain).await;
                 }
             }
             drop(permit);
@@ -206,8 +205,7 @@ async fn connection(
             client_cert_names: Arc::from(Vec::new()),
             tls: false,
         };
-        let (stream, phase) = Timed::new(stream);
-        return serve_io(TokioIo::new(stream), phase, Some(peer), app, options, drain).await;
+        return serve_io(stream, Some(peer), app, options, drain).await;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -227,20 +225,21 @@ async fn connection(
         client_cert_names: Arc::from(names),
         tls: true,
     };
-    let (stream, phase) = Timed::new(stream);
-    serve_io(TokioIo::new(stream), phase, Some(peer), app, options, drain).await;
+    serve_io(stream, Some(peer), app, options, drain).await;
 }
 
-async fn serve_io<I>(
-    io: I,
-    phase: Phase,
+/// Serves one connection's byte stream, under the head and idle timers of [`Timed`].
+async fn serve_io<S>(
+    stream: S,
     peer: Option<Peer>,
     app: impl Handler,
     options: &ListenerOptions,
     mut drain: watch::Receiver<bool>,
 ) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let (stream, phase) = Timed::new(stream);
+    let io = TokioIo::new(stream);
     let draining = drain.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let http1 = request.version() <= Version::HTTP_11;
