@@ -713,17 +713,12 @@ async fn measure(
     let mut ratios = Vec::new();
     for round in 0..options.rounds {
         // k, b, b, k, k, b, …: neither server always goes first.
-        let (a, b) = if round % 2 == 0 {
-            (&ours, &theirs)
-        } else {
-            (&theirs, &ours)
-        };
-        let first = a.measure(options.connections, slice).await;
-        let second = b.measure(options.connections, slice).await;
         let (our_slice, their_slice) = if round % 2 == 0 {
-            (first, second)
+            let ours = ours.measure(options.connections, slice).await;
+            (ours, theirs.measure(options.connections, slice).await)
         } else {
-            (second, first)
+            let theirs = theirs.measure(options.connections, slice).await;
+            (ours.measure(options.connections, slice).await, theirs)
         };
         if their_slice.rps() > 0.0 {
             ratios.push(our_slice.rps() / their_slice.rps());
