@@ -11,15 +11,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use kmscodec::envelope::{self, HeaderTemplate};
+use kmscodec::envelope::{self, EnvelopeKey, Format, HeaderTemplate};
 use kmscodec::keyring::{CacheOptions, Keyring, Limits, NamespacePolicy, Policies};
 use kmscodec::keys::local_file::LocalFile;
 use kmscodec::secret::{DataKey, KekRef, ProviderKind, WrappedKey};
 
 const SIZES: [(usize, &str); 3] = [(1 << 10, "1KiB"), (64 << 10, "64KiB"), (1 << 20, "1MiB")];
 
-fn template() -> HeaderTemplate {
+fn template(format: Format) -> HeaderTemplate {
     HeaderTemplate::new(
+        format,
         "orders",
         ProviderKind::LocalFile,
         &KekRef {
@@ -32,21 +33,24 @@ fn template() -> HeaderTemplate {
 }
 
 fn seal_and_open(c: &mut Criterion) {
-    let key = DataKey::from_slice(&[1; 32]).unwrap();
-    let template = template();
+    let key = EnvelopeKey::new(DataKey::from_slice(&[1; 32]).unwrap());
     let mut group = c.benchmark_group("envelope");
-    for (size, name) in SIZES {
+    for ((size, size_name), format) in SIZES
+        .into_iter()
+        .flat_map(|size| [(size, Format::V1), (size, Format::V2)])
+    {
+        let template = template(format);
+        let name = format!("{size_name}/format{}", format.version());
         let plaintext = vec![0x5a; size];
         group.throughput(Throughput::Bytes(size as u64));
         let mut out = Vec::with_capacity(template.sealed_len(size));
         group.bench_with_input(
-            BenchmarkId::new("seal", name),
+            BenchmarkId::new("seal", &name),
             &plaintext,
             |b, plaintext| {
                 b.iter(|| {
                     out.clear();
-                    let id = envelope::random_message_id().unwrap();
-                    envelope::seal(&key, &template, &id, &mut out, |buf| {
+                    envelope::seal(&key, &template, &mut out, |buf| {
                         buf.extend_from_slice(plaintext)
                     })
                     .unwrap();
@@ -55,12 +59,12 @@ fn seal_and_open(c: &mut Criterion) {
             },
         );
         let mut sealed = Vec::new();
-        envelope::seal(&key, &template, &[3; 32], &mut sealed, |buf| {
+        envelope::seal(&key, &template, &mut sealed, |buf| {
             buf.extend_from_slice(&plaintext)
         })
         .unwrap();
         let mut opened = Vec::with_capacity(size);
-        group.bench_with_input(BenchmarkId::new("open", name), &sealed, |b, sealed| {
+        group.bench_with_input(BenchmarkId::new("open", &name), &sealed, |b, sealed| {
             b.iter(|| {
                 opened.clear();
                 let (header, body) = envelope::parse(sealed).unwrap();
@@ -119,8 +123,8 @@ fn keyring_hot_path(c: &mut Criterion) {
         .unwrap();
     let (_dir, keyring) = keyring();
     let plaintext = vec![0x5a; 1 << 10];
-    let key = DataKey::from_slice(&[1; 32]).unwrap();
-    let template = template();
+    let key = EnvelopeKey::new(DataKey::from_slice(&[1; 32]).unwrap());
+    let template = template(Format::DEFAULT);
     runtime.block_on(async { keyring.lease("orders", 1024).await.unwrap() });
 
     let mut group = c.benchmark_group("hot_path_1KiB");
@@ -133,8 +137,7 @@ fn keyring_hot_path(c: &mut Criterion) {
                 let start = Instant::now();
                 for _ in 0..iterations {
                     out.clear();
-                    let id = envelope::random_message_id().unwrap();
-                    envelope::seal(&key, &template, &id, &mut out, |buf| {
+                    envelope::seal(&key, &template, &mut out, |buf| {
                         buf.extend_from_slice(&plaintext)
                     })
                     .unwrap();

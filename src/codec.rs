@@ -18,11 +18,11 @@ use std::sync::Arc;
 
 use prost::Message;
 
+use crate::envelope::EnvelopeKey;
 use crate::envelope::{self, EnvelopeError};
 use crate::keyring::{ActiveKey, Keyring, KeyringError};
 use crate::keys::ProviderError;
 use crate::payload::{ENCODING_KEY, Payload};
-use crate::secret::DataKey;
 
 /// The `encoding` of a sealed payload (the convention every Temporal sample uses).
 pub const ENCRYPTED_ENCODING: &[u8] = b"binary/encrypted";
@@ -332,7 +332,7 @@ impl Codec {
         payloads: Vec<Payload>,
     ) -> Result<Vec<Payload>, CodecError> {
         let total = self.check_limits(&payloads)?;
-        let mut keys: Vec<Option<Arc<DataKey>>> = Vec::with_capacity(payloads.len());
+        let mut keys: Vec<Option<Arc<EnvelopeKey>>> = Vec::with_capacity(payloads.len());
         for (index, payload) in payloads.iter().enumerate() {
             if !is_sealed(payload) {
                 keys.push(None);
@@ -427,7 +427,7 @@ fn seal_one(key: &ActiveKey, payload: Payload) -> Result<Payload, CodecError> {
     })
 }
 
-fn open_one(index: usize, key: &DataKey, payload: &Payload) -> Result<Payload, CodecError> {
+fn open_one(index: usize, key: &EnvelopeKey, payload: &Payload) -> Result<Payload, CodecError> {
     let (header, body) =
         envelope::parse(&payload.data).map_err(|error| envelope_error(index, error))?;
     // Not zeroized: the same plaintext lives on in the decoded payload and the response body

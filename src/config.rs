@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 pub use crate::server::tls::{ClientAuth, TlsSettings};
 use std::time::Duration;
 
+use crate::envelope::Format;
 use crate::keyring::{CacheOptions, Limits, NIST_MAX_INVOCATIONS};
 use crate::keys::aws_kms::{self, AwsKmsOptions, MAX_MAX_ATTEMPTS};
 use crate::secret::Credential;
@@ -1275,6 +1276,20 @@ fn parse_limits(
     let wait = fields
         .duration("rotation_wait", problems)
         .unwrap_or(defaults.rotation_wait);
+    let format = match fields.unsigned("format", problems) {
+        None => defaults.format,
+        Some(version) => match u8::try_from(version).ok().and_then(Format::from_version) {
+            Some(format) => format,
+            None => {
+                fields.problem(
+                    problems,
+                    "format",
+                    format!("expected 1 or 2 (the sealed payload format), found {version}"),
+                );
+                defaults.format
+            }
+        },
+    };
     if hard > NIST_MAX_INVOCATIONS {
         fields.problem(
             problems,
@@ -1299,7 +1314,10 @@ fn parse_limits(
         fields.problem(problems, "byte_limit", "must be at least 1");
     }
     fields.finish(problems);
-    Limits::new(soft, hard, max_age, byte_limit, wait)
+    Limits {
+        format,
+        ..Limits::new(soft, hard, max_age, byte_limit, wait)
+    }
 }
 
 /// Every field a provider table may have, whatever its kind (keeps an unknown `kind` the only
@@ -1878,6 +1896,53 @@ mod tests {
         )];
         let error = Config::from_toml_str(GOOD, bad).unwrap_err().to_string();
         assert!(error.contains("server.body_limit_bytes"), "{error}");
+    }
+
+    #[test]
+    fn payload_format_defaults_to_2_and_is_overridden_per_namespace() {
+        let config = parse(
+            r#"
+            [data_keys]
+            format = 1
+            [providers.dev]
+            kind = "local"
+            path = "k.json"
+            [namespaces.old]
+            provider = "dev"
+            key = "k"
+            [namespaces.new]
+            provider = "dev"
+            key = "k"
+            format = 2
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.namespaces["old"].limits.format, Format::V1);
+        assert_eq!(config.namespaces["new"].limits.format, Format::V2);
+        assert_eq!(
+            parse(GOOD).unwrap().namespaces["default"].limits.format,
+            Format::V2
+        );
+
+        let error = parse(
+            r#"
+            [providers.dev]
+            kind = "local"
+            path = "k.json"
+            [namespaces."*"]
+            provider = "dev"
+            key = "k"
+            format = 3
+            "#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains(
+                "namespaces.\"*\".format: expected 1 or 2 (the sealed payload format), found 3"
+            ),
+            "{error}"
+        );
     }
 
     #[test]

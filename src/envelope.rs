@@ -5,23 +5,26 @@
 //! the magic bytes. The byte layout is specified in `docs/format.md` and frozen by the test
 //! vectors in `tests/vectors/`.
 //!
-//! The algorithm follows the AWS Encryption SDK suite
-//! `ALG_AES_256_GCM_HKDF_SHA512_COMMIT_KEY` (suite id 0x0478), the suite Temporal's data
-//! conversion docs name:
+//! Two formats, both read by every build from this one on:
 //!
-//! * a fresh random 256-bit message id per payload;
-//! * HKDF-SHA512 (RFC 5869): extract with the message id as salt and the data key as input key
-//!   material, then expand with `suite_id || "DERIVEKEY"` into the AES-256-GCM key and with
-//!   `"COMMITKEY"` into a 256-bit key commitment;
-//! * the commitment is stored in the header and compared in constant time before decryption,
-//!   so a ciphertext opens under exactly one data key;
-//! * AES-256-GCM (NIST SP 800-38D) over the serialized payload, with the whole header as
-//!   associated data. Each derived key encrypts exactly one message, so the all-zero 96-bit
-//!   nonce never repeats under a key (the Encryption SDK's message format v2 makes the same
-//!   argument for its header IV).
+//! * **Format 2** (written by default), suite 0x5801: XAES-256-GCM (C2SP `XAES-256-GCM`, an
+//!   AES-256-GCM with a 192-bit random nonce whose per-message key comes from a NIST
+//!   SP 800-108r1 CMAC KDF, two AES block encryptions) under a key derived once per data key
+//!   with HKDF-SHA512, which also derives the 256-bit key commitment. Per payload the cost is
+//!   two AES blocks on top of the GCM itself.
+//! * **Format 1**, suite 0x0478, the AWS Encryption SDK's
+//!   `ALG_AES_256_GCM_HKDF_SHA512_COMMIT_KEY`: a fresh random 256-bit message id per payload,
+//!   HKDF-SHA512 from the data key and the message id into a one-message AES-256-GCM key (with
+//!   the all-zero nonce) and the key commitment. Ten SHA-512 compressions per payload.
+//!
+//! In both, the commitment is stored in the header and compared in constant time before
+//! decryption, so a ciphertext opens under exactly one data key, and the whole header is the
+//! GCM associated data.
 
 use std::fmt;
 
+use aes::Aes256Enc;
+use aes::cipher::BlockCipherEncrypt;
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use hkdf::Hkdf;
@@ -33,12 +36,15 @@ use crate::secret::{DataKey, KekRef, ProviderKind, WrappedKey};
 
 /// The four bytes every sealed payload's `data` starts with.
 pub const MAGIC: [u8; 4] = *b"KMSC";
-/// The only format version this build writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
-/// AWS Encryption SDK suite id of `ALG_AES_256_GCM_HKDF_SHA512_COMMIT_KEY`.
+/// AWS Encryption SDK suite id of `ALG_AES_256_GCM_HKDF_SHA512_COMMIT_KEY` (format 1).
 pub const SUITE_AES256_GCM_HKDF_SHA512_COMMIT_KEY: u16 = 0x0478;
-/// Length of the random message id (the HKDF salt).
+/// kmscodec's suite id of XAES-256-GCM with an HKDF-SHA512 key and commitment per data key
+/// (format 2). `0x58` is `X`; the id is outside the Encryption SDK's registered range.
+pub const SUITE_XAES256_GCM_HKDF_SHA512_COMMIT_KEY: u16 = 0x5801;
+/// Length of format 1's random message id (the HKDF salt).
 pub const MESSAGE_ID_LEN: usize = 32;
+/// Length of format 2's random XAES-256-GCM nonce.
+pub const XAES_NONCE_LEN: usize = 24;
 /// Length of the key commitment.
 pub const COMMITMENT_LEN: usize = 32;
 /// Length of the AES-GCM authentication tag.
@@ -54,9 +60,58 @@ pub const MAX_WRAPPED_KEY_LEN: usize = 2048;
 
 const DERIVE_KEY_LABEL: &[u8] = b"DERIVEKEY";
 const COMMIT_KEY_LABEL: &[u8] = b"COMMITKEY";
-/// Fixed part of the header: magic, version, suite, provider, namespace length, KEK reference
-/// length, KEK version, wrapped key length, message id, commitment.
-const FIXED_HEADER_LEN: usize = 4 + 1 + 2 + 1 + 1 + 2 + 4 + 2 + MESSAGE_ID_LEN + COMMITMENT_LEN;
+/// Format 2's HKDF salt: a constant, so the extract runs once per data key.
+const FORMAT2_SALT: &[u8] = b"kmscodec envelope format 2";
+/// Fixed part of the header before the random field: magic, version, suite, provider,
+/// namespace length, KEK reference length, KEK version, wrapped key length.
+const FIXED_HEADER_LEN: usize = 4 + 1 + 2 + 1 + 1 + 2 + 4 + 2;
+
+/// A sealed payload format: its version byte fixes the layout and the algorithm suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// Version 1: suite 0x0478, a 32-byte message id, HKDF-SHA512 per payload.
+    V1,
+    /// Version 2: suite 0x5801, a 24-byte nonce, XAES-256-GCM.
+    V2,
+}
+
+impl Format {
+    /// The format new data keys seal with unless configured otherwise.
+    pub const DEFAULT: Self = Self::V2;
+
+    /// The version byte (offset 4).
+    pub const fn version(self) -> u8 {
+        match self {
+            Self::V1 => 1,
+            Self::V2 => 2,
+        }
+    }
+
+    /// The format a version byte names, if this build reads it.
+    pub const fn from_version(version: u8) -> Option<Self> {
+        match version {
+            1 => Some(Self::V1),
+            2 => Some(Self::V2),
+            _ => None,
+        }
+    }
+
+    /// The only suite id the format allows (offset 5).
+    pub const fn suite(self) -> u16 {
+        match self {
+            Self::V1 => SUITE_AES256_GCM_HKDF_SHA512_COMMIT_KEY,
+            Self::V2 => SUITE_XAES256_GCM_HKDF_SHA512_COMMIT_KEY,
+        }
+    }
+
+    /// Length of the per-payload random field: the message id or the nonce.
+    pub const fn random_len(self) -> usize {
+        match self {
+            Self::V1 => MESSAGE_ID_LEN,
+            Self::V2 => XAES_NONCE_LEN,
+        }
+    }
+}
 
 /// Why sealing or opening failed.
 ///
@@ -90,22 +145,122 @@ pub fn has_magic(data: &[u8]) -> bool {
     data.starts_with(&MAGIC)
 }
 
+/// A data key with what every format-2 payload under it shares, derived once when the key is
+/// unwrapped or generated: the XAES-256-GCM key and the key commitment. Format 1 derives per
+/// payload from the data key itself.
+///
+/// No `Clone`; `Debug` shows nothing; the data key and the XAES key material are zeroized on
+/// drop (the commitment is public: it travels in every header).
+pub struct EnvelopeKey {
+    data_key: DataKey,
+    xaes: XaesKey,
+    commitment: [u8; COMMITMENT_LEN],
+}
+
+impl fmt::Debug for EnvelopeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EnvelopeKey(<redacted>)")
+    }
+}
+
+impl EnvelopeKey {
+    /// Derives format 2's per-key material from `data_key` (one HKDF-SHA512 extract and two
+    /// expands, one AES-256 key schedule and one block) and keeps the data key for format 1.
+    pub fn new(data_key: DataKey) -> Self {
+        let hkdf = Hkdf::<Sha512>::new(Some(FORMAT2_SALT), data_key.expose_secret());
+        let mut xaes_key = Zeroizing::new([0u8; 32]);
+        let mut commitment = [0u8; COMMITMENT_LEN];
+        let derived = hkdf.expand(
+            &suite_info(SUITE_XAES256_GCM_HKDF_SHA512_COMMIT_KEY, DERIVE_KEY_LABEL),
+            xaes_key.as_mut_slice(),
+        );
+        let committed = hkdf.expand(
+            &suite_info(SUITE_XAES256_GCM_HKDF_SHA512_COMMIT_KEY, COMMIT_KEY_LABEL),
+            &mut commitment,
+        );
+        // 32 bytes is far below HKDF-SHA512's 255 * 64 byte output limit: these cannot fail.
+        debug_assert!(derived.is_ok() && committed.is_ok());
+        Self {
+            data_key,
+            xaes: XaesKey::new(&xaes_key),
+            commitment,
+        }
+    }
+}
+
+/// An XAES-256-GCM key (C2SP `XAES-256-GCM`): the AES-256 round keys of K and the CMAC subkey
+/// K1, both zeroized on drop.
+struct XaesKey {
+    aes: Aes256Enc,
+    k1: Zeroizing<[u8; 16]>,
+}
+
+impl XaesKey {
+    fn new(key: &[u8; 32]) -> Self {
+        let aes = Aes256Enc::new(key.into());
+        // L = AES-256(K, 0^128); K1 = L << 1, with 0x87 xored into the last byte when the bit
+        // shifted out was set (the CMAC subkey of NIST SP 800-38B).
+        let mut l = Zeroizing::new([0u8; 16]);
+        aes.encrypt_block((&mut *l).into());
+        let mut k1 = Zeroizing::new([0u8; 16]);
+        for (i, byte) in k1.iter_mut().enumerate() {
+            let next = l.get(i + 1).map_or(0, |next| next >> 7);
+            *byte = (l[i] << 1) | next;
+        }
+        k1[15] ^= 0x87 * (l[0] >> 7);
+        Self { aes, k1 }
+    }
+
+    /// The AES-256-GCM key of the message whose 24-byte nonce starts with `nonce_head`:
+    /// `AES(K, M1 ^ K1) || AES(K, M2 ^ K1)` with `Mi = 0x00 || i || "X" || 0x00 || nonce_head`.
+    /// The message is then sealed with AES-256-GCM under it, nonce = the last 12 nonce bytes.
+    fn message_key(&self, nonce_head: &[u8; 12]) -> Zeroizing<[u8; 32]> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        let (blocks, _) = key.as_chunks_mut::<16>();
+        for (counter, block) in (1u8..).zip(blocks.iter_mut()) {
+            block[1] = counter;
+            block[2] = b'X';
+            block[4..].copy_from_slice(nonce_head);
+            for (byte, k1) in block.iter_mut().zip(self.k1.iter()) {
+                *byte ^= k1;
+            }
+            self.aes.encrypt_block(block.into());
+        }
+        key
+    }
+}
+
+/// `suite_id || label`, the HKDF info of a derived key.
+fn suite_info(suite: u16, label: &[u8]) -> [u8; 2 + 9] {
+    let mut info = [0u8; 2 + 9];
+    info[..2].copy_from_slice(&suite.to_be_bytes());
+    info[2..].copy_from_slice(label);
+    info
+}
+
 /// The header bytes that stay the same for every payload sealed under one data key: everything
 /// up to and including the wrapped key. Built once when a data key becomes active.
 #[derive(Clone)]
 pub struct HeaderTemplate {
+    format: Format,
     bytes: Vec<u8>,
 }
 
 impl fmt::Debug for HeaderTemplate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "HeaderTemplate({} bytes)", self.bytes.len())
+        write!(
+            f,
+            "HeaderTemplate({:?}, {} bytes)",
+            self.format,
+            self.bytes.len()
+        )
     }
 }
 
 impl HeaderTemplate {
-    /// Lays out the constant part of the header.
+    /// Lays out the constant part of the header of `format`.
     pub fn new(
+        format: Format,
         namespace: &str,
         provider: ProviderKind,
         kek: &KekRef,
@@ -128,8 +283,8 @@ impl HeaderTemplate {
             FIXED_HEADER_LEN + namespace.len() + kek.key.len() + wrapped.as_bytes().len(),
         );
         bytes.extend_from_slice(&MAGIC);
-        bytes.push(FORMAT_VERSION);
-        bytes.extend_from_slice(&SUITE_AES256_GCM_HKDF_SHA512_COMMIT_KEY.to_be_bytes());
+        bytes.push(format.version());
+        bytes.extend_from_slice(&format.suite().to_be_bytes());
         bytes.push(provider.code());
         bytes.push(ns_len);
         bytes.extend_from_slice(namespace.as_bytes());
@@ -138,19 +293,27 @@ impl HeaderTemplate {
         bytes.extend_from_slice(&kek.version.to_be_bytes());
         bytes.extend_from_slice(&wrapped_len.to_be_bytes());
         bytes.extend_from_slice(wrapped.as_bytes());
-        Ok(Self { bytes })
+        Ok(Self { format, bytes })
     }
 
-    /// Whether `header` was laid out from this template: the same namespace, provider, KEK,
-    /// KEK version and wrapped key, byte for byte.
+    /// The format payloads sealed from this template have.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Whether `header` was laid out from this template: the same format, namespace, provider,
+    /// KEK, KEK version and wrapped key, byte for byte.
     pub fn laid_out(&self, header: &Header<'_>) -> bool {
-        header.bytes.len() == self.bytes.len() + MESSAGE_ID_LEN + COMMITMENT_LEN
-            && header.bytes.starts_with(&self.bytes)
+        header.bytes.len() == self.header_len() && header.bytes.starts_with(&self.bytes)
+    }
+
+    fn header_len(&self) -> usize {
+        self.bytes.len() + self.format.random_len() + COMMITMENT_LEN
     }
 
     /// Length of a sealed payload for a plaintext of `plaintext_len` bytes.
     pub fn sealed_len(&self, plaintext_len: usize) -> usize {
-        self.bytes.len() + MESSAGE_ID_LEN + COMMITMENT_LEN + plaintext_len + TAG_LEN
+        self.header_len() + plaintext_len + TAG_LEN
     }
 }
 
@@ -158,6 +321,8 @@ impl HeaderTemplate {
 /// [`open`] has verified the commitment and the tag.
 #[derive(Debug, Clone, Copy)]
 pub struct Header<'a> {
+    /// The format the version byte names.
+    pub format: Format,
     /// Which provider wrapped the data key.
     pub alleged_provider: ProviderKind,
     /// The namespace the payload was sealed for.
@@ -168,7 +333,8 @@ pub struct Header<'a> {
     pub alleged_kek_version: u32,
     /// The wrapped data key.
     pub alleged_wrapped_key: &'a [u8],
-    message_id: &'a [u8; MESSAGE_ID_LEN],
+    /// The message id (format 1) or the nonce (format 2): `format.random_len()` bytes.
+    random: &'a [u8],
     commitment: &'a [u8; COMMITMENT_LEN],
     /// The whole header, which is the GCM associated data.
     bytes: &'a [u8],
@@ -249,11 +415,9 @@ pub fn parse(data: &[u8]) -> Result<(Header<'_>, &[u8]), EnvelopeError> {
         return Err(EnvelopeError::Malformed("magic"));
     }
     let version = reader.u8("version")?;
-    if version != FORMAT_VERSION {
-        return Err(EnvelopeError::UnsupportedVersion(version));
-    }
+    let format = Format::from_version(version).ok_or(EnvelopeError::UnsupportedVersion(version))?;
     let suite = reader.u16("suite")?;
-    if suite != SUITE_AES256_GCM_HKDF_SHA512_COMMIT_KEY {
+    if suite != format.suite() {
         return Err(EnvelopeError::UnsupportedSuite(suite));
     }
     let provider = ProviderKind::from_code(reader.u8("provider")?)
@@ -265,7 +429,10 @@ pub fn parse(data: &[u8]) -> Result<(Header<'_>, &[u8]), EnvelopeError> {
     let kek_version = reader.u32("kek version")?;
     let wrapped_len = usize::from(reader.u16("wrapped key length")?);
     let wrapped = reader.field(wrapped_len, MAX_WRAPPED_KEY_LEN, "wrapped key")?;
-    let message_id = reader.array::<MESSAGE_ID_LEN>("message id")?;
+    let random = match format {
+        Format::V1 => reader.take(MESSAGE_ID_LEN, "message id")?,
+        Format::V2 => reader.take(XAES_NONCE_LEN, "nonce")?,
+    };
     let commitment = reader.array::<COMMITMENT_LEN>("commitment")?;
     let body = reader.rest;
     if body.len() < TAG_LEN {
@@ -277,12 +444,13 @@ pub fn parse(data: &[u8]) -> Result<(Header<'_>, &[u8]), EnvelopeError> {
         .ok_or(EnvelopeError::Malformed("header"))?;
     Ok((
         Header {
+            format,
             alleged_provider: provider,
             alleged_namespace: namespace,
             alleged_kek_key: kek_key,
             alleged_kek_version: kek_version,
             alleged_wrapped_key: wrapped,
-            message_id,
+            random,
             commitment,
             bytes,
         },
@@ -290,30 +458,50 @@ pub fn parse(data: &[u8]) -> Result<(Header<'_>, &[u8]), EnvelopeError> {
     ))
 }
 
-/// Derives the per-message AES key and the key commitment (HKDF-SHA512, RFC 5869).
-fn derive(
-    data_key: &DataKey,
-    message_id: &[u8; MESSAGE_ID_LEN],
-) -> (Zeroizing<[u8; 32]>, [u8; COMMITMENT_LEN]) {
+/// Format 1: the per-message AES key and the key commitment (HKDF-SHA512, RFC 5869), with the
+/// message id as salt.
+fn derive_v1(data_key: &DataKey, message_id: &[u8]) -> (Zeroizing<[u8; 32]>, [u8; COMMITMENT_LEN]) {
     let hkdf = Hkdf::<Sha512>::new(Some(message_id), data_key.expose_secret());
-    let mut info = [0u8; 2 + DERIVE_KEY_LABEL.len()];
-    info[..2].copy_from_slice(&SUITE_AES256_GCM_HKDF_SHA512_COMMIT_KEY.to_be_bytes());
-    info[2..].copy_from_slice(DERIVE_KEY_LABEL);
     let mut encryption_key = Zeroizing::new([0u8; 32]);
     let mut commitment = [0u8; COMMITMENT_LEN];
     // 32 bytes is far below HKDF-SHA512's 255 * 64 byte output limit: these cannot fail.
-    let derived = hkdf.expand(&info, encryption_key.as_mut_slice());
+    let derived = hkdf.expand(
+        &suite_info(SUITE_AES256_GCM_HKDF_SHA512_COMMIT_KEY, DERIVE_KEY_LABEL),
+        encryption_key.as_mut_slice(),
+    );
     let committed = hkdf.expand(COMMIT_KEY_LABEL, &mut commitment);
     debug_assert!(derived.is_ok() && committed.is_ok());
     (encryption_key, commitment)
 }
 
-fn cipher(encryption_key: &[u8; 32]) -> Aes256Gcm {
-    Aes256Gcm::new(encryption_key.into())
+/// The AES-256-GCM cipher, nonce and commitment for one payload of `format` with the random
+/// field `random` (already checked to be `format.random_len()` bytes long).
+fn payload_cipher(
+    key: &EnvelopeKey,
+    format: Format,
+    random: &[u8],
+) -> Result<(Aes256Gcm, [u8; 12], [u8; COMMITMENT_LEN]), EnvelopeError> {
+    match format {
+        Format::V1 => {
+            let (encryption_key, commitment) = derive_v1(&key.data_key, random);
+            let cipher = Aes256Gcm::new((&*encryption_key).into());
+            Ok((cipher, [0u8; 12], commitment))
+        }
+        Format::V2 => {
+            let (head, tail) = random
+                .split_first_chunk::<12>()
+                .ok_or(EnvelopeError::Malformed("nonce"))?;
+            let nonce: [u8; 12] = tail
+                .try_into()
+                .map_err(|_| EnvelopeError::Malformed("nonce"))?;
+            let cipher = Aes256Gcm::new((&*key.xaes.message_key(head)).into());
+            Ok((cipher, nonce, key.commitment))
+        }
+    }
 }
 
-/// Bytes of operating-system randomness each thread fetches at once for message ids: 128 ids
-/// per `getrandom` call instead of one.
+/// Bytes of operating-system randomness each thread fetches at once: 128 message ids (or 170
+/// nonces) per `getrandom` call instead of one.
 const RANDOM_POOL_LEN: usize = 128 * MESSAGE_ID_LEN;
 
 /// A thread's unused operating-system random bytes.
@@ -332,45 +520,69 @@ thread_local! {
     };
 }
 
-/// A fresh random message id: 32 bytes straight from the operating system's generator
+/// Fills `out` with fresh random bytes straight from the operating system's generator
 /// (`getrandom`), fetched in blocks of [`RANDOM_POOL_LEN`] per thread. Each byte is handed out
-/// once. Message ids are public (they travel in the header); what matters is that they never
-/// repeat, which 256 random bits give. The pool is per thread and the process never forks
-/// without exec, so no two sealers can see the same bytes.
-pub fn random_message_id() -> Result<[u8; MESSAGE_ID_LEN], EnvelopeError> {
+/// once. Message ids and nonces are public (they travel in the header); what matters is that
+/// they never repeat, which 256 or 192 random bits give. The pool is per thread and the process
+/// never forks without exec, so no two sealers can see the same bytes.
+fn fill_random(out: &mut [u8]) -> Result<(), EnvelopeError> {
     RANDOM_POOL.with_borrow_mut(|pool| {
-        if pool.used + MESSAGE_ID_LEN > RANDOM_POOL_LEN {
+        if out.len() > RANDOM_POOL_LEN {
+            return getrandom::fill(out).map_err(|_| EnvelopeError::Random);
+        }
+        if pool.used + out.len() > RANDOM_POOL_LEN {
             getrandom::fill(&mut pool.bytes).map_err(|_| EnvelopeError::Random)?;
             pool.used = 0;
         }
-        let mut id = [0u8; MESSAGE_ID_LEN];
-        id.copy_from_slice(&pool.bytes[pool.used..pool.used + MESSAGE_ID_LEN]);
-        pool.used += MESSAGE_ID_LEN;
-        Ok(id)
+        out.copy_from_slice(&pool.bytes[pool.used..pool.used + out.len()]);
+        pool.used += out.len();
+        Ok(())
     })
 }
 
-/// Seals one payload, appending the sealed bytes to `out`.
+/// Seals one payload in the template's format with fresh random bytes, appending the sealed
+/// bytes to `out`.
 ///
 /// `write_plaintext` appends the plaintext to the buffer it is given; it is encrypted in place
 /// there, so the plaintext is written once and never copied.
 pub fn seal(
-    data_key: &DataKey,
+    key: &EnvelopeKey,
     template: &HeaderTemplate,
-    message_id: &[u8; MESSAGE_ID_LEN],
     out: &mut Vec<u8>,
     write_plaintext: impl FnOnce(&mut Vec<u8>),
 ) -> Result<(), EnvelopeError> {
-    let (encryption_key, commitment) = derive(data_key, message_id);
+    let mut random = [0u8; MESSAGE_ID_LEN];
+    let random = &mut random[..template.format.random_len()];
+    fill_random(random)?;
+    seal_with_random(key, template, random, out, write_plaintext)
+}
+
+/// [`seal`] with the caller's message id or nonce, which must be the template format's
+/// `random_len()` bytes and must never repeat under one data key. For test vectors and
+/// benchmarks; the codec calls [`seal`].
+pub fn seal_with_random(
+    key: &EnvelopeKey,
+    template: &HeaderTemplate,
+    random: &[u8],
+    out: &mut Vec<u8>,
+    write_plaintext: impl FnOnce(&mut Vec<u8>),
+) -> Result<(), EnvelopeError> {
+    if random.len() != template.format.random_len() {
+        return Err(EnvelopeError::Malformed(match template.format {
+            Format::V1 => "message id",
+            Format::V2 => "nonce",
+        }));
+    }
+    let (cipher, nonce, commitment) = payload_cipher(key, template.format, random)?;
     let start = out.len();
     out.extend_from_slice(&template.bytes);
-    out.extend_from_slice(message_id);
+    out.extend_from_slice(random);
     out.extend_from_slice(&commitment);
     let body_start = out.len();
     write_plaintext(out);
     let (header, body) = out[start..].split_at_mut(body_start - start);
-    let tag = cipher(&encryption_key)
-        .encrypt_inout_detached(&Nonce::default(), header, body.into())
+    let tag = cipher
+        .encrypt_inout_detached(&Nonce::from(nonce), header, body.into())
         .map_err(|_| EnvelopeError::FieldTooLong("plaintext"))?;
     out.extend_from_slice(&tag);
     Ok(())
@@ -382,12 +594,12 @@ pub fn seal(
 /// byte anywhere in header or body, or a wrong tag all give [`EnvelopeError::Unopenable`], and
 /// `out` is left as it was.
 pub fn open(
-    data_key: &DataKey,
+    key: &EnvelopeKey,
     header: &Header<'_>,
     body: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), EnvelopeError> {
-    let (encryption_key, commitment) = derive(data_key, header.message_id);
+    let (cipher, nonce, commitment) = payload_cipher(key, header.format, header.random)?;
     if !bool::from(commitment.ct_eq(header.commitment)) {
         return Err(EnvelopeError::Unopenable);
     }
@@ -399,8 +611,8 @@ pub fn open(
     let tag = Tag::try_from(tag).map_err(|_| EnvelopeError::Malformed("tag"))?;
     let start = out.len();
     out.extend_from_slice(ciphertext);
-    let result = cipher(&encryption_key).decrypt_inout_detached(
-        &Nonce::default(),
+    let result = cipher.decrypt_inout_detached(
+        &Nonce::from(nonce),
         header.bytes,
         (&mut out[start..]).into(),
         &tag,
@@ -417,12 +629,13 @@ pub fn open(
 mod tests {
     use super::*;
 
-    fn key(byte: u8) -> DataKey {
-        DataKey::from_slice(&[byte; 32]).unwrap()
+    fn key(byte: u8) -> EnvelopeKey {
+        EnvelopeKey::new(DataKey::from_slice(&[byte; 32]).unwrap())
     }
 
-    fn template(namespace: &str) -> HeaderTemplate {
+    fn template(format: Format, namespace: &str) -> HeaderTemplate {
         HeaderTemplate::new(
+            format,
             namespace,
             ProviderKind::LocalFile,
             &KekRef {
@@ -434,23 +647,90 @@ mod tests {
         .unwrap()
     }
 
-    fn sealed(plaintext: &[u8]) -> Vec<u8> {
+    fn sealed(format: Format, plaintext: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        seal(&key(1), &template("default"), &[9; 32], &mut out, |buf| {
+        seal(&key(1), &template(format, "default"), &mut out, |buf| {
             buf.extend_from_slice(plaintext)
         })
         .unwrap();
         out
     }
 
+    const FORMATS: [Format; 2] = [Format::V1, Format::V2];
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
     #[test]
-    fn message_ids_never_repeat_across_pool_refills_and_threads() {
+    fn xaes_matches_the_c2sp_vectors() {
+        // The two vectors of https://c2sp.org/XAES-256-GCM.
+        let cases = [
+            (
+                [0x01; 32],
+                &b""[..],
+                "ce546ef63c9cc60765923609b33a9a1974e96e52daf2fcf7075e2271",
+            ),
+            (
+                [0x03; 32],
+                &b"c2sp.org/XAES-256-GCM"[..],
+                "986ec1832593df5443a179437fd083bf3fdb41abd740a21f71eb769d",
+            ),
+        ];
+        let nonce = b"ABCDEFGHIJKLMNOPQRSTUVWX";
+        for (raw_key, aad, expected) in cases {
+            let xaes = XaesKey::new(&raw_key);
+            let (head, tail) = nonce.split_first_chunk::<12>().unwrap();
+            let tail: [u8; 12] = tail.try_into().unwrap();
+            let cipher = Aes256Gcm::new((&*xaes.message_key(head)).into());
+            let mut buffer = b"XAES-256-GCM".to_vec();
+            let tag = cipher
+                .encrypt_inout_detached(&Nonce::from(tail), aad, buffer.as_mut_slice().into())
+                .unwrap();
+            buffer.extend_from_slice(&tag);
+            assert_eq!(buffer, hex(expected));
+        }
+    }
+
+    #[test]
+    fn xaes_subkey_is_the_cmac_doubling_in_both_branches() {
+        // K1 = L << 1, with 0x87 xored in only when L's top bit is set: checked against u128
+        // arithmetic for keys until both branches have been seen.
+        let mut branches = [false; 2];
+        for byte in 0..=255u8 {
+            let xaes = XaesKey::new(&[byte; 32]);
+            let mut l = [0u8; 16];
+            xaes.aes.encrypt_block((&mut l).into());
+            let value = u128::from_be_bytes(l);
+            let top = usize::from(l[0] >> 7);
+            branches[top] = true;
+            let doubled = (value << 1) ^ if top == 1 { 0x87 } else { 0 };
+            assert_eq!(*xaes.k1, doubled.to_be_bytes(), "key byte {byte}");
+        }
+        assert_eq!(branches, [true, true]);
+    }
+
+    #[test]
+    fn random_bytes_never_repeat_across_pool_refills_and_threads() {
         let per_thread = 3 * RANDOM_POOL_LEN / MESSAGE_ID_LEN + 7;
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 std::thread::spawn(move || {
                     (0..per_thread)
-                        .map(|_| random_message_id().unwrap())
+                        .map(|i| {
+                            // Alternate the two lengths the formats draw.
+                            let mut bytes = [0u8; MESSAGE_ID_LEN];
+                            let len = if i % 2 == 0 {
+                                MESSAGE_ID_LEN
+                            } else {
+                                XAES_NONCE_LEN
+                            };
+                            fill_random(&mut bytes[..len]).unwrap();
+                            bytes
+                        })
                         .collect::<Vec<_>>()
                 })
             })
@@ -458,8 +738,8 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for thread in threads {
             for id in thread.join().unwrap() {
-                assert_ne!(id, [0u8; MESSAGE_ID_LEN]);
-                assert!(seen.insert(id), "a message id repeated");
+                assert_ne!(id[..XAES_NONCE_LEN], [0u8; XAES_NONCE_LEN]);
+                assert!(seen.insert(id), "random bytes repeated");
             }
         }
         assert_eq!(seen.len(), 4 * per_thread);
@@ -467,68 +747,131 @@ mod tests {
 
     #[test]
     fn round_trip_and_fields() {
-        let out = sealed(b"hello");
-        assert_eq!(out.len(), template("default").sealed_len(5));
-        let (header, body) = parse(&out).unwrap();
-        assert_eq!(header.alleged_namespace, "default");
-        assert_eq!(header.alleged_kek_key, "dev");
-        assert_eq!(header.alleged_kek_version, 3);
-        assert_eq!(header.alleged_provider, ProviderKind::LocalFile);
-        assert_eq!(header.alleged_wrapped_key, &[7; 60][..]);
-        let mut plain = b"prefix".to_vec();
-        open(&key(1), &header, body, &mut plain).unwrap();
-        assert_eq!(plain, b"prefixhello");
+        for format in FORMATS {
+            let out = sealed(format, b"hello");
+            assert_eq!(out.len(), template(format, "default").sealed_len(5));
+            assert_eq!(out[4], format.version());
+            let (header, body) = parse(&out).unwrap();
+            assert_eq!(header.format, format);
+            assert_eq!(header.alleged_namespace, "default");
+            assert_eq!(header.alleged_kek_key, "dev");
+            assert_eq!(header.alleged_kek_version, 3);
+            assert_eq!(header.alleged_provider, ProviderKind::LocalFile);
+            assert_eq!(header.alleged_wrapped_key, &[7; 60][..]);
+            assert!(template(format, "default").laid_out(&header));
+            let other = match format {
+                Format::V1 => Format::V2,
+                Format::V2 => Format::V1,
+            };
+            assert!(!template(other, "default").laid_out(&header));
+            let mut plain = b"prefix".to_vec();
+            open(&key(1), &header, body, &mut plain).unwrap();
+            assert_eq!(plain, b"prefixhello");
+        }
+    }
+
+    #[test]
+    fn format_2_is_24_bytes_of_nonce_and_commits_per_data_key() {
+        let first = sealed(Format::V2, b"same");
+        let second = sealed(Format::V2, b"same");
+        assert_eq!(
+            first.len() + MESSAGE_ID_LEN - XAES_NONCE_LEN,
+            sealed(Format::V1, b"same").len()
+        );
+        let (a, _) = parse(&first).unwrap();
+        let (b, _) = parse(&second).unwrap();
+        assert_ne!(a.random, b.random, "a nonce repeated");
+        assert_eq!(a.commitment, b.commitment);
+        assert_ne!(first, second);
+        let mut third = Vec::new();
+        seal(
+            &key(2),
+            &template(Format::V2, "default"),
+            &mut third,
+            |_| {},
+        )
+        .unwrap();
+        let (c, _) = parse(&third).unwrap();
+        assert_ne!(a.commitment, c.commitment);
     }
 
     #[test]
     fn wrong_key_is_unopenable_and_leaves_output_untouched() {
-        let out = sealed(b"hello");
-        let (header, body) = parse(&out).unwrap();
-        let mut plain = b"keep".to_vec();
-        assert_eq!(
-            open(&key(2), &header, body, &mut plain),
-            Err(EnvelopeError::Unopenable)
-        );
-        assert_eq!(plain, b"keep");
+        for format in FORMATS {
+            let out = sealed(format, b"hello");
+            let (header, body) = parse(&out).unwrap();
+            let mut plain = b"keep".to_vec();
+            assert_eq!(
+                open(&key(2), &header, body, &mut plain),
+                Err(EnvelopeError::Unopenable)
+            );
+            assert_eq!(plain, b"keep");
+        }
     }
 
     #[test]
     fn every_single_byte_flip_fails() {
-        let out = sealed(b"some plaintext bytes");
-        for index in 0..out.len() {
-            let mut tampered = out.clone();
-            tampered[index] ^= 0x01;
-            let result = parse(&tampered)
-                .and_then(|(header, body)| open(&key(1), &header, body, &mut Vec::new()));
-            assert!(result.is_err(), "flip at byte {index} was accepted");
+        for format in FORMATS {
+            let out = sealed(format, b"some plaintext bytes");
+            for index in 0..out.len() {
+                let mut tampered = out.clone();
+                tampered[index] ^= 0x01;
+                let result = parse(&tampered)
+                    .and_then(|(header, body)| open(&key(1), &header, body, &mut Vec::new()));
+                assert!(
+                    result.is_err(),
+                    "{format:?}: flip at byte {index} was accepted"
+                );
+            }
         }
     }
 
     #[test]
     fn truncation_at_every_length_fails_without_panic() {
-        let out = sealed(b"abc");
-        for len in 0..out.len() {
-            let result = parse(&out[..len])
-                .and_then(|(header, body)| open(&key(1), &header, body, &mut Vec::new()));
-            assert!(result.is_err(), "truncation to {len} bytes was accepted");
+        for format in FORMATS {
+            let out = sealed(format, b"abc");
+            for len in 0..out.len() {
+                let result = parse(&out[..len])
+                    .and_then(|(header, body)| open(&key(1), &header, body, &mut Vec::new()));
+                assert!(
+                    result.is_err(),
+                    "{format:?}: truncation to {len} bytes was accepted"
+                );
+            }
         }
     }
 
     #[test]
     fn version_and_suite_are_checked() {
-        let mut out = sealed(b"x");
-        out[4] = 2;
+        let mut out = sealed(Format::V1, b"x");
+        out[4] = 3;
         assert_eq!(
             parse(&out).unwrap_err(),
-            EnvelopeError::UnsupportedVersion(2)
+            EnvelopeError::UnsupportedVersion(3)
         );
-        let mut out = sealed(b"x");
+        let mut out = sealed(Format::V1, b"x");
         out[5] = 0;
         out[6] = 0x14;
         assert_eq!(
             parse(&out).unwrap_err(),
             EnvelopeError::UnsupportedSuite(0x0014)
         );
+        // Each version allows exactly its own suite.
+        let mut out = sealed(Format::V2, b"x");
+        out[5..7].copy_from_slice(&SUITE_AES256_GCM_HKDF_SHA512_COMMIT_KEY.to_be_bytes());
+        assert_eq!(
+            parse(&out).unwrap_err(),
+            EnvelopeError::UnsupportedSuite(SUITE_AES256_GCM_HKDF_SHA512_COMMIT_KEY)
+        );
+    }
+
+    #[test]
+    fn seal_with_random_refuses_the_other_formats_length() {
+        let mut out = b"keep".to_vec();
+        let template = template(Format::V2, "default");
+        let result = seal_with_random(&key(1), &template, &[5; 32], &mut out, |_| {});
+        assert_eq!(result, Err(EnvelopeError::Malformed("nonce")));
+        assert_eq!(out, b"keep");
     }
 
     #[test]
@@ -538,16 +881,23 @@ mod tests {
             key: "k".into(),
             version: 1,
         };
-        assert!(HeaderTemplate::new("", ProviderKind::LocalFile, &kek, &wrapped).is_err());
-        assert!(
-            HeaderTemplate::new(&"n".repeat(256), ProviderKind::LocalFile, &kek, &wrapped).is_err()
-        );
+        let new = |namespace: &str, kek: &KekRef, wrapped: &WrappedKey| {
+            HeaderTemplate::new(
+                Format::DEFAULT,
+                namespace,
+                ProviderKind::LocalFile,
+                kek,
+                wrapped,
+            )
+        };
+        assert!(new("", &kek, &wrapped).is_err());
+        assert!(new(&"n".repeat(256), &kek, &wrapped).is_err());
         let long_kek = KekRef {
             key: "k".repeat(MAX_KEK_REF_LEN + 1),
             version: 1,
         };
-        assert!(HeaderTemplate::new("ns", ProviderKind::LocalFile, &long_kek, &wrapped).is_err());
+        assert!(new("ns", &long_kek, &wrapped).is_err());
         let long_wrapped = WrappedKey::new(vec![1; MAX_WRAPPED_KEY_LEN + 1]);
-        assert!(HeaderTemplate::new("ns", ProviderKind::LocalFile, &kek, &long_wrapped).is_err());
+        assert!(new("ns", &kek, &long_wrapped).is_err());
     }
 }

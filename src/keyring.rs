@@ -33,9 +33,9 @@ use futures_util::future::{BoxFuture, Shared};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use crate::envelope::{self, EnvelopeError, Header, HeaderTemplate};
+use crate::envelope::{self, EnvelopeError, EnvelopeKey, Format, Header, HeaderTemplate};
 use crate::keys::{KeyProvider, ProviderError};
-use crate::secret::{DataKey, KekRef, ProviderKind, WrappedKey};
+use crate::secret::{KekRef, ProviderKind, WrappedKey};
 
 /// NIST SP 800-38D, section 8.3: the total number of invocations of the authenticated
 /// encryption function with random IVs shall not exceed 2^32 for any given key. No configured
@@ -44,8 +44,9 @@ pub const NIST_MAX_INVOCATIONS: u64 = 1 << 32;
 
 /// Default hard limit: 2^24 seals per data key, 256 times below the NIST bound.
 ///
-/// kmscodec derives a fresh AES key per payload (HKDF with a random 256-bit message id), so no
-/// AES-GCM key is used more than once and the 2^32 bound is never approached through GCM itself;
+/// kmscodec derives a fresh AES key per payload (XAES-256-GCM with a random 192-bit nonce, or
+/// HKDF with a random 256-bit message id in format 1), so no AES-GCM key is used more than once
+/// and the 2^32 bound is never approached through GCM itself;
 /// the per-data-key limit bounds how much data one leaked data key exposes and keeps the scheme
 /// within NIST's bound even if read as applying to the data key. 2^24 is reached after 4.6 hours
 /// at 1,000 seals/s in one process.
@@ -77,6 +78,9 @@ pub struct Limits {
     pub byte_limit: Option<u64>,
     /// How long an encode waits for a new data key before failing.
     pub rotation_wait: Duration,
+    /// The sealed payload format new data keys write (`docs/format.md`). Every format is read
+    /// whatever this says.
+    pub format: Format,
 }
 
 impl Default for Limits {
@@ -108,6 +112,7 @@ impl Limits {
             soft_age: max_age.mul_f64(0.9),
             byte_limit,
             rotation_wait,
+            format: Format::DEFAULT,
         }
     }
 }
@@ -233,7 +238,7 @@ impl RotationReason {
 
 /// The data key a namespace currently seals under.
 pub struct ActiveKey {
-    data_key: Arc<DataKey>,
+    data_key: Arc<EnvelopeKey>,
     template: HeaderTemplate,
     key_id: String,
     kek: KekRef,
@@ -277,14 +282,7 @@ impl ActiveKey {
         out: &mut Vec<u8>,
         write_plaintext: impl FnOnce(&mut Vec<u8>),
     ) -> Result<(), EnvelopeError> {
-        let message_id = envelope::random_message_id()?;
-        envelope::seal(
-            &self.data_key,
-            &self.template,
-            &message_id,
-            out,
-            write_plaintext,
-        )
+        envelope::seal(&self.data_key, &self.template, out, write_plaintext)
     }
 
     fn reserve(&self, limits: &Limits, plaintext_len: u64, now: Instant) -> Reservation {
@@ -495,7 +493,7 @@ struct Inner {
     namespaces: ArcSwap<HashMap<String, Arc<NamespaceKeys>>>,
     insert_lock: Mutex<()>,
     max_dynamic_namespaces: usize,
-    cache: moka::future::Cache<[u8; 32], Arc<DataKey>>,
+    cache: moka::future::Cache<[u8; 32], Arc<EnvelopeKey>>,
     stats: Stats,
 }
 
@@ -766,7 +764,7 @@ impl Keyring {
         &self,
         namespace: &str,
         header: &Header<'_>,
-    ) -> Result<Arc<DataKey>, KeyringError> {
+    ) -> Result<Arc<EnvelopeKey>, KeyringError> {
         if let Some(keys) = self.inner.namespaces.load().get(namespace)
             && let Some(active) = keys.active.load().as_ref()
             && !active.retired.load(Ordering::Acquire)
@@ -795,7 +793,7 @@ impl Keyring {
         provider: ProviderKind,
         kek: &KekRef,
         wrapped: &[u8],
-    ) -> Result<Arc<DataKey>, KeyringError> {
+    ) -> Result<Arc<EnvelopeKey>, KeyringError> {
         let keys = self.namespace(namespace)?;
         let expected = keys.policy.provider.kind();
         if provider != expected {
@@ -827,7 +825,7 @@ impl Keyring {
                     &result.as_ref().map(|_| ()),
                     started.elapsed(),
                 );
-                result.map(Arc::new)
+                result.map(|data_key| Arc::new(EnvelopeKey::new(data_key)))
             })
             .await
             .map_err(|error| KeyringError::Provider(ProviderError::clone(&error)))
@@ -942,13 +940,14 @@ async fn mint(
     );
     let generated = result.map_err(KeyringError::Provider)?;
     let template = HeaderTemplate::new(
+        keys.policy.limits.format,
         &keys.namespace,
         provider.kind(),
         &generated.kek,
         &generated.wrapped,
     )
     .map_err(KeyringError::Header)?;
-    let data_key = Arc::new(generated.plaintext);
+    let data_key = Arc::new(EnvelopeKey::new(generated.plaintext));
     // Payloads sealed under this key open without a provider call.
     inner
         .cache

@@ -1,15 +1,16 @@
-//! Frozen test vectors for the envelope format (`tests/vectors/envelope-v1.json`).
+//! Frozen test vectors for the envelope formats (`tests/vectors/envelope-v1.json` and
+//! `envelope-v2.json`).
 //!
 //! Sealing the recorded inputs must give exactly the recorded bytes, and opening them must give
 //! the recorded plaintext: any change to the layout, the key derivation or the cipher fails here.
-//! The negative vectors must never open. Regenerating the file is a format change: bump
-//! `FORMAT_VERSION` instead (`docs/format.md`).
+//! The negative vectors must never open. A valid vector never changes: a new layout or algorithm
+//! is a new format version with its own file (`docs/format.md`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use kmscodec::envelope::{self, EnvelopeError, HeaderTemplate};
+use kmscodec::envelope::{self, EnvelopeError, EnvelopeKey, Format, HeaderTemplate};
 use kmscodec::secret::{DataKey, KekRef, ProviderKind, WrappedKey};
 use serde_json::Value;
 
@@ -20,17 +21,34 @@ fn hex(text: &str) -> Vec<u8> {
         .collect()
 }
 
-fn vectors() -> Value {
-    let text = std::fs::read_to_string(concat!(
+const FORMATS: [Format; 2] = [Format::V1, Format::V2];
+
+fn path(format: Format) -> String {
+    format!(
+        "{}/tests/vectors/envelope-v{}.json",
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/vectors/envelope-v1.json"
-    ))
-    .unwrap();
+        format.version()
+    )
+}
+
+fn vectors(format: Format) -> Value {
+    let text = std::fs::read_to_string(path(format)).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
-fn seal(vector: &Value) -> Vec<u8> {
-    let key = DataKey::from_slice(&hex(vector["data_key"].as_str().unwrap())).unwrap();
+/// The per-payload random field's name in a vector of `format`.
+fn random_field(format: Format) -> &'static str {
+    match format {
+        Format::V1 => "message_id",
+        Format::V2 => "nonce",
+    }
+}
+
+fn key(vector: &Value) -> EnvelopeKey {
+    EnvelopeKey::new(DataKey::from_slice(&hex(vector["data_key"].as_str().unwrap())).unwrap())
+}
+
+fn seal(format: Format, vector: &Value) -> Vec<u8> {
     let provider = ProviderKind::from_code(vector["provider"].as_u64().unwrap() as u8).unwrap();
     let kek = KekRef {
         key: vector["kek_key"].as_str().unwrap().to_owned(),
@@ -38,18 +56,17 @@ fn seal(vector: &Value) -> Vec<u8> {
     };
     let wrapped = WrappedKey::new(hex(vector["wrapped_key"].as_str().unwrap()));
     let template = HeaderTemplate::new(
+        format,
         vector["namespace"].as_str().unwrap(),
         provider,
         &kek,
         &wrapped,
     )
     .unwrap();
-    let message_id: [u8; 32] = hex(vector["message_id"].as_str().unwrap())
-        .try_into()
-        .unwrap();
+    let random = hex(vector[random_field(format)].as_str().unwrap());
     let plaintext = hex(vector["plaintext"].as_str().unwrap());
     let mut out = Vec::new();
-    envelope::seal(&key, &template, &message_id, &mut out, |buffer| {
+    envelope::seal_with_random(&key(vector), &template, &random, &mut out, |buffer| {
         buffer.extend_from_slice(&plaintext)
     })
     .unwrap();
@@ -58,27 +75,34 @@ fn seal(vector: &Value) -> Vec<u8> {
 
 #[test]
 fn sealing_the_recorded_inputs_gives_the_recorded_bytes() {
-    let vectors = vectors();
+    for format in FORMATS {
+        sealing_gives_the_recorded_bytes(format);
+    }
+}
+
+fn sealing_gives_the_recorded_bytes(format: Format) {
+    let vectors = vectors(format);
     let cases = vectors["valid"].as_array().unwrap();
     assert!(cases.len() >= 3);
     for vector in cases {
         let name = vector["name"].as_str().unwrap();
         let expected = hex(vector["sealed"].as_str().unwrap());
         assert_eq!(
-            seal(vector),
+            seal(format, vector),
             expected,
-            "{name}: sealed bytes changed: the format is frozen"
+            "{name}: sealed bytes changed: format {} is frozen",
+            format.version()
         );
 
         let (header, body) = envelope::parse(&expected).unwrap();
+        assert_eq!(header.format, format, "{name}");
         assert_eq!(
             header.alleged_namespace,
             vector["namespace"].as_str().unwrap(),
             "{name}"
         );
-        let key = DataKey::from_slice(&hex(vector["data_key"].as_str().unwrap())).unwrap();
         let mut plaintext = Vec::new();
-        envelope::open(&key, &header, body, &mut plaintext).unwrap();
+        envelope::open(&key(vector), &header, body, &mut plaintext).unwrap();
         assert_eq!(
             plaintext,
             hex(vector["plaintext"].as_str().unwrap()),
@@ -89,23 +113,32 @@ fn sealing_the_recorded_inputs_gives_the_recorded_bytes() {
 
 #[test]
 fn negative_vectors_never_open() {
-    let vectors = vectors();
-    for vector in vectors["invalid"].as_array().unwrap() {
-        let name = vector["name"].as_str().unwrap();
-        let key = DataKey::from_slice(&hex(vector["data_key"].as_str().unwrap())).unwrap();
-        let sealed = hex(vector["sealed"].as_str().unwrap());
-        let result = envelope::parse(&sealed)
-            .and_then(|(header, body)| envelope::open(&key, &header, body, &mut Vec::new()));
-        let expected = vector["error"].as_str().unwrap();
-        let error = result.expect_err(name);
-        let matches = match expected {
-            "unopenable" => error == EnvelopeError::Unopenable,
-            "malformed" => matches!(error, EnvelopeError::Malformed(_)),
-            "version" => matches!(error, EnvelopeError::UnsupportedVersion(_)),
-            other => panic!("unknown expected error {other}"),
-        };
-        assert!(matches, "{name}: expected {expected}, got {error:?}");
+    for format in FORMATS {
+        let vectors = vectors(format);
+        let invalid = vectors["invalid"].as_array().unwrap();
+        assert!(invalid.len() >= 7);
+        for vector in invalid {
+            never_opens(vector);
+        }
     }
+}
+
+fn never_opens(vector: &Value) {
+    let name = vector["name"].as_str().unwrap();
+    let key = key(vector);
+    let sealed = hex(vector["sealed"].as_str().unwrap());
+    let result = envelope::parse(&sealed)
+        .and_then(|(header, body)| envelope::open(&key, &header, body, &mut Vec::new()));
+    let expected = vector["error"].as_str().unwrap();
+    let error = result.expect_err(name);
+    let matches = match expected {
+        "unopenable" => error == EnvelopeError::Unopenable,
+        "malformed" => matches!(error, EnvelopeError::Malformed(_)),
+        "version" => matches!(error, EnvelopeError::UnsupportedVersion(_)),
+        "suite" => matches!(error, EnvelopeError::UnsupportedSuite(_)),
+        other => panic!("unknown expected error {other}"),
+    };
+    assert!(matches, "{name}: expected {expected}, got {error:?}");
 }
 
 #[test]
@@ -125,17 +158,27 @@ fn an_independent_implementation_agrees_with_every_vector() {
             .lines()
             .filter(|line| line.starts_with("ok: "))
             .count(),
-        3,
+        FORMATS
+            .iter()
+            .map(|format| vectors(*format)["valid"].as_array().unwrap().len())
+            .sum::<usize>(),
         "{}",
         output.both()
     );
 }
 
-/// Writes the vectors file. Run once when the format version changes:
-/// `cargo test --test envelope_vectors -- --ignored write_vectors`.
+/// Writes the vectors files. Run once when a format version is added:
+/// `cargo test --test envelope_vectors -- --ignored write_vectors`; an existing file's valid
+/// vectors must come out byte for byte the same (check `git diff`).
 #[test]
 #[ignore = "generator, not a check"]
 fn write_vectors() {
+    for format in FORMATS {
+        write_vectors_of(format);
+    }
+}
+
+fn write_vectors_of(format: Format) {
     use serde_json::json;
     let to_hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let payload = kmscodec::payload::Payload {
@@ -187,10 +230,10 @@ fn write_vectors() {
             "kek_key": kek_key,
             "kek_version": kek_version,
             "wrapped_key": to_hex(&wrapped),
-            "message_id": to_hex(&[seed.wrapping_add(0x40); 32]),
+            random_field(format): to_hex(&vec![seed.wrapping_add(0x40); format.random_len()]),
             "plaintext": to_hex(&plaintext),
         });
-        vector["sealed"] = json!(to_hex(&seal(&vector)));
+        vector["sealed"] = json!(to_hex(&seal(format, &vector)));
         valid.push(vector);
     }
     let base = &valid[1];
@@ -211,22 +254,28 @@ fn write_vectors() {
         mutate("namespace renamed in header", "unopenable", &|b| {
             b[9] = b'q'
         }),
-        mutate("version 2", "version", &|b| b[4] = 2),
+        mutate("version 3", "version", &|b| b[4] = 3),
+        mutate("the other format's version byte", "suite", &|b| {
+            b[4] = match format {
+                Format::V1 => 2,
+                Format::V2 => 1,
+            }
+        }),
         mutate("truncated inside the header", "malformed", &|b| {
             b.truncate(40)
         }),
         json!({"name": "wrong data key", "data_key": to_hex(&[0x7f; 32]), "sealed": base["sealed"], "error": "unopenable"}),
     ];
     let document = json!({
-        "format": "kmscodec envelope v1 test vectors; see docs/format.md",
+        "format": format!(
+            "kmscodec envelope v{} test vectors; see docs/format.md",
+            format.version()
+        ),
         "valid": valid,
         "invalid": invalid,
     });
     std::fs::write(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/vectors/envelope-v1.json"
-        ),
+        path(format),
         serde_json::to_string_pretty(&document).unwrap() + "\n",
     )
     .unwrap();

@@ -399,8 +399,9 @@ async fn bad_input_table() {
         .await["payloads"][0]["data"],
     )
     .len();
-    // Header layout for namespace "alpha", key "dev", 60-byte wrapped key (docs/format.md).
-    let header_len = 4 + 1 + 2 + 1 + 1 + 5 + 2 + 3 + 4 + 2 + 60 + 32 + 32;
+    // Format 2 header for namespace "alpha", key "dev", 60-byte wrapped key (docs/format.md):
+    // the 24-byte nonce, then the 32-byte commitment.
+    let header_len = 4 + 1 + 2 + 1 + 1 + 5 + 2 + 3 + 4 + 2 + 60 + 24 + 32;
     assert!(sealed_len > header_len + 16);
 
     struct Case {
@@ -521,7 +522,7 @@ async fn bad_input_table() {
             "undecryptable_payload",
         ),
         case(
-            "flipped byte in message id",
+            "flipped byte in nonce",
             "/decode",
             Some("alpha"),
             tampered(&h, |d| d[header_len - 40] ^= 1).await,

@@ -382,3 +382,50 @@ async fn decodes_under_the_active_key_skip_the_cache_until_the_namespace_is_forg
     assert_eq!(opened[0].data, b"7");
     assert_eq!(stats.provider_call_count("unwrap"), 2);
 }
+
+/// A rolling upgrade: a process pinned to format 1 (`[data_keys] format = 1`) and one on the
+/// default format 2 share a namespace and its keys. Each opens what the other sealed, and each
+/// seals in its own format (docs/operations.md, "Upgrading to payload format 2").
+#[tokio::test]
+async fn processes_on_formats_1_and_2_open_each_others_payloads() {
+    let setup = setup(Limits::default());
+    let path = setup.dir.path().join("keyring.json");
+    let pinned = Codec::new(
+        keyring_over(
+            &path,
+            Limits {
+                format: envelope::Format::V1,
+                ..Limits::default()
+            },
+        ),
+        CodecOptions::default(),
+    );
+    let current = &setup.codec;
+
+    let old_payloads = pinned
+        .encode(NS, (0..3).map(payload).collect())
+        .await
+        .unwrap();
+    let new_payloads = current
+        .encode(NS, (3..6).map(payload).collect())
+        .await
+        .unwrap();
+    for (sealed, version) in old_payloads
+        .iter()
+        .map(|p| (p, 1))
+        .chain(new_payloads.iter().map(|p| (p, 2)))
+    {
+        assert_eq!(sealed.data[4], version);
+        let (header, _) = envelope::parse(&sealed.data).unwrap();
+        assert_eq!(header.format.version(), version);
+    }
+
+    for codec in [&pinned, current] {
+        let mixed: Vec<Payload> = old_payloads.iter().chain(&new_payloads).cloned().collect();
+        let opened = codec
+            .decode(NamespaceCheck::Expect(NS), mixed)
+            .await
+            .unwrap();
+        assert_eq!(opened, (0..6).map(payload).collect::<Vec<_>>());
+    }
+}

@@ -47,7 +47,7 @@ use super::{
     CreatedKek, GeneratedKey, KekVersion, KeyAdmin, KeyDescription, KeyProvider, ProviderError,
     RotatedKek, ShredRequest, ShreddedKek,
 };
-use crate::envelope::{FORMAT_VERSION, MAX_KEK_REF_LEN, MAX_WRAPPED_KEY_LEN};
+use crate::envelope::{MAX_KEK_REF_LEN, MAX_WRAPPED_KEY_LEN};
 use crate::secret::{DataKey, KekRef, ProviderKind, WrappedKey};
 
 /// The KMS API actions the sidecar calls while serving (mint, unwrap, health). The IAM policy
@@ -93,8 +93,12 @@ pub const DESCRIBE_ACTIONS: &[&str] = &["kms:DescribeKey", "kms:GetKeyRotationSt
 
 /// Encryption context key naming the Temporal namespace a data key was minted for.
 pub const CONTEXT_NAMESPACE: &str = "kmscodec:namespace";
-/// Encryption context key naming the envelope format version.
+/// Encryption context key naming the version of this data-key binding.
 pub const CONTEXT_FORMAT: &str = "kmscodec:format";
+/// Its value: `"1"` for every data key. It versions the wrap (this context), not the sealed
+/// payload format: one data key seals format 1 or 2 payloads alike, every wrapped key in history
+/// was bound with `"1"`, and the shipped IAM and key policies require it.
+pub const CONTEXT_FORMAT_VALUE: &str = "1";
 
 /// Default operation timeout: the whole call, every retry included.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -148,7 +152,7 @@ impl Default for AwsKmsOptions {
 pub fn encryption_context(namespace: &str) -> HashMap<String, String> {
     HashMap::from([
         (CONTEXT_NAMESPACE.to_owned(), namespace.to_owned()),
-        (CONTEXT_FORMAT.to_owned(), FORMAT_VERSION.to_string()),
+        (CONTEXT_FORMAT.to_owned(), CONTEXT_FORMAT_VALUE.to_owned()),
     ])
 }
 
