@@ -429,3 +429,39 @@ async fn processes_on_formats_1_and_2_open_each_others_payloads() {
         assert_eq!(opened, (0..6).map(payload).collect::<Vec<_>>());
     }
 }
+
+/// Batches on the blocking pool take turns when `blocking_parallelism` is 1: sixteen concurrent
+/// encodes and then decodes, every one through the pool, all finish and round-trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_batches_queue_for_their_turn_and_all_complete() {
+    let setup = setup(Limits::default());
+    let codec = Arc::new(Codec::new(
+        keyring_over(&setup.dir.path().join("keyring.json"), Limits::default()),
+        CodecOptions {
+            blocking_threshold_bytes: 0,
+            blocking_parallelism: 1,
+            ..CodecOptions::default()
+        },
+    ));
+    let batch = |task: usize| (0..4).map(|i| payload(task * 4 + i)).collect::<Vec<_>>();
+    let encodes: Vec<_> = (0..16)
+        .map(|task| {
+            let codec = Arc::clone(&codec);
+            tokio::spawn(async move { codec.encode(NS, batch(task)).await })
+        })
+        .collect();
+    let mut sealed = Vec::new();
+    for encode in encodes {
+        sealed.push(encode.await.unwrap().unwrap());
+    }
+    let decodes: Vec<_> = sealed
+        .into_iter()
+        .map(|payloads| {
+            let codec = Arc::clone(&codec);
+            tokio::spawn(async move { codec.decode(NamespaceCheck::Expect(NS), payloads).await })
+        })
+        .collect();
+    for (task, decode) in decodes.into_iter().enumerate() {
+        assert_eq!(decode.await.unwrap().unwrap(), batch(task));
+    }
+}
