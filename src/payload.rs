@@ -541,6 +541,16 @@ pub fn write_json_string(text: &str, out: &mut Vec<u8>) {
     let bytes = text.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
+    // The common case (names, ids, metadata keys) needs no escape: one branch-free pass over
+    // the bytes, then one copy.
+    let needs_escape = bytes.iter().fold(false, |any, &byte| {
+        any | (byte < 0x20) | (byte == b'"') | (byte == b'\\')
+    });
+    if !needs_escape {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     // Runs of bytes that need no escape are copied whole.
     let mut run = 0;
     for (at, &byte) in bytes.iter().enumerate() {
