@@ -350,6 +350,36 @@ fn write_time(now: SystemTime, out: &mut Vec<u8>) {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     let seconds = since.as_secs();
+    let cached = SECOND.with(|cell| {
+        let (second, text) = cell.get();
+        (second == seconds).then_some(text)
+    });
+    match cached {
+        Some(text) => out.extend_from_slice(&text),
+        None => {
+            let start = out.len();
+            write_second(seconds, out);
+            // Years 1000 to 9999 fill exactly 19 bytes; any other is written, not cached.
+            if let Ok(text) = <[u8; 19]>::try_from(&out[start..]) {
+                SECOND.with(|cell| cell.set((seconds, text)));
+            }
+        }
+    }
+    out.push(b'.');
+    write_padded(u64::from(since.subsec_millis()), 3, out);
+    out.push(b'Z');
+}
+
+thread_local! {
+    /// The last second this thread wrote, and its `YYYY-MM-DDTHH:MM:SS`: under load, most
+    /// lines share their second with the line before.
+    static SECOND: std::cell::Cell<(u64, [u8; 19])> = const {
+        std::cell::Cell::new((u64::MAX, [0; 19]))
+    };
+}
+
+/// Writes `YYYY-MM-DDTHH:MM:SS` of `seconds` after the epoch, in UTC.
+fn write_second(seconds: u64, out: &mut Vec<u8>) {
     let (year, month, day) = civil_from_days(seconds / 86_400);
     let of_day = seconds % 86_400;
     write_padded(year, 4, out);
@@ -363,9 +393,6 @@ fn write_time(now: SystemTime, out: &mut Vec<u8>) {
     write_padded(of_day % 3600 / 60, 2, out);
     out.push(b':');
     write_padded(of_day % 60, 2, out);
-    out.push(b'.');
-    write_padded(u64::from(since.subsec_millis()), 3, out);
-    out.push(b'Z');
 }
 
 /// Year, month and day of the `days`th day after 1970-01-01 in the proleptic Gregorian
@@ -416,12 +443,16 @@ pub fn request_id(supplied: Option<&str>) -> String {
     });
     let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = String::with_capacity(32);
-    for byte in prefix.to_be_bytes().into_iter().chain(count.to_be_bytes()) {
-        id.push(char::from(HEX[usize::from(byte >> 4)]));
-        id.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    let mut id = [0u8; 32];
+    for (pair, byte) in id
+        .chunks_exact_mut(2)
+        .zip(prefix.to_be_bytes().into_iter().chain(count.to_be_bytes()))
+    {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0x0f)];
     }
-    id
+    // Hex digits are ASCII: the conversion cannot fail.
+    String::from_utf8(id.to_vec()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -483,6 +514,25 @@ mod tests {
         assert!(value["principal"].is_null());
         assert!(value["namespace"].is_null());
         assert!(value["client"].is_null());
+    }
+
+    #[test]
+    fn the_cached_second_follows_the_clock_both_ways() {
+        let at = |millis: u64| {
+            let mut out = Vec::new();
+            write_time(
+                SystemTime::UNIX_EPOCH + Duration::from_millis(millis),
+                &mut out,
+            );
+            String::from_utf8(out).unwrap()
+        };
+        // 2024-02-29T23:59:59, then the next second (a new day and month), then back.
+        let base = 1_709_251_199_000;
+        assert_eq!(at(base + 1), "2024-02-29T23:59:59.001Z");
+        assert_eq!(at(base + 999), "2024-02-29T23:59:59.999Z");
+        assert_eq!(at(base + 1000), "2024-03-01T00:00:00.000Z");
+        assert_eq!(at(base + 2), "2024-02-29T23:59:59.002Z");
+        assert_eq!(at(base + 1000 + 86_400_000), "2024-03-02T00:00:00.000Z");
     }
 
     #[test]
