@@ -412,9 +412,8 @@ impl Codec {
             .await
             .map_err(|error| CodecError::Internal(format!("codec pool closed: {error}")))?;
         tokio::task::spawn_blocking(move || {
-            let result = work();
-            drop(permit);
-            result
+            let _permit = permit;
+            work()
         })
         .await
         .map_err(|error| CodecError::Internal(format!("codec task failed: {error}")))?

@@ -167,19 +167,12 @@ impl EnvelopeKey {
     /// Derives format 2's per-key material from `data_key` (one HKDF-SHA512 extract and two
     /// expands, one AES-256 key schedule and one block) and keeps the data key for format 1.
     pub fn new(data_key: DataKey) -> Self {
-        let hkdf = Hkdf::<Sha512>::new(Some(FORMAT2_SALT), data_key.expose_secret());
-        let mut xaes_key = Zeroizing::new([0u8; 32]);
-        let mut commitment = [0u8; COMMITMENT_LEN];
-        let derived = hkdf.expand(
+        let (xaes_key, commitment) = derive_key_and_commitment(
+            FORMAT2_SALT,
+            &data_key,
             &suite_info(SUITE_XAES256_GCM_HKDF_SHA512_COMMIT_KEY, DERIVE_KEY_LABEL),
-            xaes_key.as_mut_slice(),
-        );
-        let committed = hkdf.expand(
             &suite_info(SUITE_XAES256_GCM_HKDF_SHA512_COMMIT_KEY, COMMIT_KEY_LABEL),
-            &mut commitment,
         );
-        // 32 bytes is far below HKDF-SHA512's 255 * 64 byte output limit: these cannot fail.
-        debug_assert!(derived.is_ok() && committed.is_ok());
         Self {
             data_key,
             xaes: XaesKey::new(&xaes_key),
@@ -458,20 +451,23 @@ pub fn parse(data: &[u8]) -> Result<(Header<'_>, &[u8]), EnvelopeError> {
     ))
 }
 
-/// Format 1: the per-message AES key and the key commitment (HKDF-SHA512, RFC 5869), with the
-/// message id as salt.
-fn derive_v1(data_key: &DataKey, message_id: &[u8]) -> (Zeroizing<[u8; 32]>, [u8; COMMITMENT_LEN]) {
-    let hkdf = Hkdf::<Sha512>::new(Some(message_id), data_key.expose_secret());
-    let mut encryption_key = Zeroizing::new([0u8; 32]);
+/// HKDF-SHA512 (RFC 5869) of the data key with `salt`: a 256-bit key expanded with
+/// `derive_info` and the 256-bit key commitment expanded with `commit_info`. Format 2 runs it
+/// once per data key, format 1 once per payload with the message id as salt.
+fn derive_key_and_commitment(
+    salt: &[u8],
+    data_key: &DataKey,
+    derive_info: &[u8],
+    commit_info: &[u8],
+) -> (Zeroizing<[u8; 32]>, [u8; COMMITMENT_LEN]) {
+    let hkdf = Hkdf::<Sha512>::new(Some(salt), data_key.expose_secret());
+    let mut key = Zeroizing::new([0u8; 32]);
     let mut commitment = [0u8; COMMITMENT_LEN];
     // 32 bytes is far below HKDF-SHA512's 255 * 64 byte output limit: these cannot fail.
-    let derived = hkdf.expand(
-        &suite_info(SUITE_AES256_GCM_HKDF_SHA512_COMMIT_KEY, DERIVE_KEY_LABEL),
-        encryption_key.as_mut_slice(),
-    );
-    let committed = hkdf.expand(COMMIT_KEY_LABEL, &mut commitment);
+    let derived = hkdf.expand(derive_info, key.as_mut_slice());
+    let committed = hkdf.expand(commit_info, &mut commitment);
     debug_assert!(derived.is_ok() && committed.is_ok());
-    (encryption_key, commitment)
+    (key, commitment)
 }
 
 /// The AES-256-GCM cipher, nonce and commitment for one payload of `format` with the random
@@ -483,7 +479,12 @@ fn payload_cipher(
 ) -> Result<(Aes256Gcm, [u8; 12], [u8; COMMITMENT_LEN]), EnvelopeError> {
     match format {
         Format::V1 => {
-            let (encryption_key, commitment) = derive_v1(&key.data_key, random);
+            let (encryption_key, commitment) = derive_key_and_commitment(
+                random,
+                &key.data_key,
+                &suite_info(SUITE_AES256_GCM_HKDF_SHA512_COMMIT_KEY, DERIVE_KEY_LABEL),
+                COMMIT_KEY_LABEL,
+            );
             let cipher = Aes256Gcm::new((&*encryption_key).into());
             Ok((cipher, [0u8; 12], commitment))
         }
