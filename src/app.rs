@@ -22,6 +22,7 @@ use crate::metrics::{Metrics, MetricsError};
 use crate::server::grpc;
 use crate::server::http::{HttpOptions, handler};
 use crate::server::listener::{self, ListenerOptions};
+use crate::server::pipeline::ListenerPolicy;
 use crate::server::tls::TlsReloader;
 use crate::server::{AppState, Readiness};
 
@@ -97,6 +98,8 @@ pub struct App {
     pub audit: Arc<AuditLog>,
     /// Codec requests in flight, across listeners (`max_concurrent_requests`).
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Codec requests in flight on the UI listener (its own pool).
+    pub ui_in_flight: Arc<tokio::sync::Semaphore>,
     /// Authentication of the worker listener and gRPC (`[server] auth`).
     pub worker_auth: Arc<Authenticator>,
     /// Authentication of the UI listener (`[ui] auth`).
@@ -196,11 +199,10 @@ pub fn build(config: Config) -> Result<App, AppError> {
             policies.exact.insert(namespace.clone(), policy);
         }
     }
-    let keyring = Arc::new(Keyring::new(
-        policies,
-        &config.cache,
-        config.max_wildcard_namespaces,
-    ));
+    let keyring = Arc::new(
+        Keyring::new(policies, &config.cache, config.max_wildcard_namespaces)
+            .with_dynamic_idle(config.wildcard_namespace_idle),
+    );
     let codec = Arc::new(Codec::new(
         Arc::clone(&keyring),
         CodecOptions {
@@ -220,6 +222,14 @@ pub fn build(config: Config) -> Result<App, AppError> {
         config
             .server
             .max_concurrent_requests
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+    ));
+    let ui_in_flight = Arc::new(tokio::sync::Semaphore::new(
+        config
+            .ui
+            .as_ref()
+            .and_then(|ui| ui.max_concurrent_requests)
+            .unwrap_or(config.server.max_concurrent_requests / 4)
             .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
     ));
     let authenticator = |listener: &'static str, methods: &[String]| {
@@ -246,6 +256,7 @@ pub fn build(config: Config) -> Result<App, AppError> {
         metrics,
         audit,
         in_flight,
+        ui_in_flight,
         worker_auth,
         ui_auth,
         authorizer,
@@ -253,32 +264,59 @@ pub fn build(config: Config) -> Result<App, AppError> {
 }
 
 impl App {
-    /// The HTTP options from the configuration.
-    pub fn http_options(&self) -> HttpOptions {
+    /// The worker codec listener's place in the request pipeline.
+    pub fn worker_policy(&self) -> ListenerPolicy {
         let server = &self.config.server;
-        HttpOptions {
-            body_limit_bytes: server.body_limit_bytes,
-            namespace_from_path: server.namespace_from_path,
-            request_timeout: server.request_timeout,
-            cors: server.cors.clone(),
-            listener: "worker",
-            token_cookie: None,
+        ListenerPolicy {
+            name: "worker",
             authenticator: Arc::clone(&self.worker_auth),
             authorizer: Arc::clone(&self.authorizer),
+            permits: Arc::clone(&self.in_flight),
+            request_timeout: server.request_timeout,
+            body_limit_bytes: server.body_limit_bytes,
+            allowed_origins: server.cors.allowed_origins.clone(),
+            allowed_hosts: server.allowed_hosts.clone(),
         }
     }
 
-    /// The HTTP options of the UI-facing listener.
+    /// HTTP settings of the codec listener.
+    pub fn http_options(&self) -> HttpOptions {
+        let server = &self.config.server;
+        HttpOptions {
+            namespace_from_path: server.namespace_from_path,
+            cors: server.cors.clone(),
+            token_cookie: None,
+            policy: self.worker_policy(),
+        }
+    }
+
+    /// HTTP settings of the UI-facing codec listener: its own authentication, CORS, and pool of
+    /// permits.
     pub fn ui_http_options(&self, ui: &crate::config::UiConfig) -> HttpOptions {
         HttpOptions {
             cors: ui.cors.clone(),
-            listener: "ui",
             token_cookie: ui.token_cookie.clone(),
-            authenticator: self
-                .ui_auth
-                .clone()
-                .unwrap_or_else(|| Arc::new(Authenticator::open())),
+            policy: ListenerPolicy {
+                name: "ui",
+                authenticator: self
+                    .ui_auth
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(Authenticator::open())),
+                permits: Arc::clone(&self.ui_in_flight),
+                allowed_origins: ui.cors.allowed_origins.clone(),
+                allowed_hosts: ui.allowed_hosts.clone(),
+                ..self.worker_policy()
+            },
             ..self.http_options()
+        }
+    }
+
+    /// The gRPC listeners' place in the request pipeline: the worker listener's, under the name
+    /// `grpc`.
+    pub fn grpc_policy(&self) -> ListenerPolicy {
+        ListenerPolicy {
+            name: "grpc",
+            ..self.worker_policy()
         }
     }
 
@@ -414,18 +452,12 @@ impl App {
                 )),
             ));
         }
-        let max_message = self.config.server.body_limit_bytes;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|error| AppError::Serve(std::io::Error::other(error)))?;
-        let codec_service = grpc::service(
-            self.state(),
-            max_message,
-            Arc::clone(&self.worker_auth),
-            Arc::clone(&self.authorizer),
-        );
+        let codec_service = grpc::service(self.state(), self.grpc_policy());
         // gRPC over TCP and over the Unix socket is served by the same accept loop as HTTP:
         // TLS (`[server.grpc_tls]`, TCP only), client certificates, connection limits and the
         // drain. HTTP/2 is detected from the connection preface (or ALPN); TCP_NODELAY is set on
@@ -526,6 +558,10 @@ impl App {
                 let retired = keyring.retire_expired();
                 if retired > 0 {
                     tracing::info!(retired, "dropped data keys past their maximum age");
+                }
+                let forgotten = keyring.evict_idle();
+                if forgotten > 0 {
+                    tracing::info!(forgotten, "forgot idle namespaces served by the wildcard");
                 }
             }
         });

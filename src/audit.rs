@@ -13,10 +13,15 @@
 //! Lines are rendered by the request that they describe and written by one background thread in
 //! batches (group commit): a request only appends its line to a shared buffer, and the writer
 //! thread writes what gathered within [`BATCH_WINDOW`] with one `write`. Lines are never
-//! interleaved or reordered within a batch, and never dropped: when the output cannot keep up and
-//! [`MAX_PENDING`] bytes wait, requests wait for the writer (the backpressure a synchronous write
-//! would give). [`AuditLog::close`] (called when the server has drained, and on drop) writes
-//! every pending line before it returns.
+//! interleaved or reordered within a batch. A request never waits for the output: when it cannot
+//! keep up and [`MAX_PENDING`] bytes wait, [`AuditLog::has_room`] turns false and the request
+//! pipeline sheds codec requests with 503 `audit_unavailable` before serving them (nothing
+//! unaudited is served; `kmscodec_audit_shed_total` counts them), while health, readiness and
+//! metrics, which write no audit line, keep answering. Lines of requests already admitted are
+//! always kept; past [`HARD_LIMIT`] pending bytes (only refusals can get there, as admitted
+//! requests are bounded by their permits) a line is counted in [`AuditLog::dropped`] and logged
+//! as a warning instead of written. [`AuditLog::close`] (called when the server has drained, and
+//! on drop) writes every pending line before it returns.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -28,8 +33,11 @@ use crate::payload::write_json_string;
 
 /// How long the writer lets lines gather after the first one before it writes them.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(20);
-/// Bytes of unwritten lines after which requests wait for the writer.
+/// Bytes of unwritten lines after which codec requests are shed (`audit_unavailable`).
 pub const MAX_PENDING: usize = 1 << 20;
+/// Bytes of unwritten lines past which refusals' lines are counted and dropped rather than
+/// buffered: the audit buffer's bound, whatever callers do.
+pub const HARD_LIMIT: usize = 4 * MAX_PENDING;
 
 /// Where audit lines go.
 pub struct AuditLog {
@@ -41,8 +49,10 @@ struct Shared {
     pending: Mutex<Pending>,
     /// The writer waits here for lines (or for the log to close).
     lines_waiting: Condvar,
-    /// Requests wait here for room when [`MAX_PENDING`] bytes are unwritten.
-    room: Condvar,
+    /// Unwritten bytes, readable without the lock (for [`AuditLog::has_room`]).
+    pending_bytes: std::sync::atomic::AtomicUsize,
+    /// Lines dropped past [`HARD_LIMIT`].
+    dropped: std::sync::atomic::AtomicU64,
     sink: Mutex<Box<dyn Write + Send>>,
 }
 
@@ -125,7 +135,8 @@ impl AuditLog {
                 closed: false,
             }),
             lines_waiting: Condvar::new(),
-            room: Condvar::new(),
+            pending_bytes: std::sync::atomic::AtomicUsize::new(0),
+            dropped: std::sync::atomic::AtomicU64::new(0),
             sink: Mutex::new(sink),
         });
         let writer = {
@@ -149,7 +160,26 @@ impl AuditLog {
         }
     }
 
-    /// Records one request. A failed write is logged, never fails the request.
+    /// Whether a codec request may be served: fewer than [`MAX_PENDING`] bytes wait for the
+    /// output. Always true for a log that writes nothing.
+    pub fn has_room(&self) -> bool {
+        self.shared.as_ref().is_none_or(|shared| {
+            shared
+                .pending_bytes
+                .load(std::sync::atomic::Ordering::Relaxed)
+                < MAX_PENDING
+        })
+    }
+
+    /// Lines dropped because more than [`HARD_LIMIT`] bytes were waiting.
+    pub fn dropped(&self) -> u64 {
+        self.shared.as_ref().map_or(0, |shared| {
+            shared.dropped.load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
+    /// Records one request, without waiting for the output. A failed write is logged, never
+    /// fails the request.
     pub fn record(&self, record: &Record<'_>) {
         let Some(shared) = &self.shared else { return };
         thread_local! {
@@ -168,7 +198,6 @@ impl AuditLog {
         let Some(shared) = &self.shared else { return };
         lock(&shared.pending).closed = true;
         shared.lines_waiting.notify_one();
-        shared.room.notify_all();
         if let Some(writer) = lock(&self.writer).take()
             && writer.join().is_err()
         {
@@ -205,11 +234,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     fn append(&self, line: &[u8]) {
         let mut pending = lock(&self.pending);
-        while pending.lines.len() >= MAX_PENDING && !pending.closed {
-            pending = self
-                .room
-                .wait(pending)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pending.lines.len() >= HARD_LIMIT && !pending.closed {
+            drop(pending);
+            let dropped = self
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if dropped.is_power_of_two() || dropped == 0 {
+                tracing::warn!(
+                    dropped = dropped + 1,
+                    "the audit output is not draining: refusals' audit lines are being dropped"
+                );
+            }
+            return;
         }
         if pending.closed {
             drop(pending);
@@ -218,6 +254,8 @@ impl Shared {
         }
         let first = pending.lines.is_empty();
         pending.lines.extend_from_slice(line);
+        self.pending_bytes
+            .store(pending.lines.len(), std::sync::atomic::Ordering::Relaxed);
         drop(pending);
         if first {
             self.lines_waiting.notify_one();
@@ -246,9 +284,13 @@ impl Shared {
             }
             std::mem::swap(&mut pending.lines, &mut batch);
             drop(pending);
-            self.room.notify_all();
             self.write_out(&batch);
             batch.clear();
+            // Room again only once the batch is out: a stalled output keeps the bytes pending.
+            let pending = lock(&self.pending);
+            self.pending_bytes
+                .store(pending.lines.len(), std::sync::atomic::Ordering::Relaxed);
+            drop(pending);
         }
     }
 
@@ -609,6 +651,11 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..5_000 {
                         let id = format!("{thread}-{i}");
+                        // As the request pipeline does: no request is served while the log has
+                        // no room.
+                        while !log.has_room() {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
                         log.record(&Record {
                             request_id: &id,
                             ..sample()
@@ -645,6 +692,7 @@ mod tests {
             ..sample()
         });
         assert!(std::fs::read_to_string(&path).unwrap().contains("\"late\""));
+        assert_eq!(log.dropped(), 0);
     }
 
     #[test]
@@ -677,5 +725,66 @@ mod tests {
         assert_eq!(text.lines().count(), 2);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_stalled_output_never_blocks_a_caller_and_bounds_what_it_buffers() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("audit.fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // A reader that is open but never reads: the pipe fills and the writer thread stalls.
+        let reader = std::thread::spawn({
+            let fifo = fifo.clone();
+            move || std::fs::File::open(fifo).unwrap()
+        });
+        let log = AuditLog::open(&AuditOutput::File(fifo)).unwrap();
+        let mut reader = reader.join().unwrap();
+        assert!(log.has_room());
+        let started = std::time::Instant::now();
+        let mut recorded = 0u64;
+        while log.dropped() == 0 {
+            log.record(&sample());
+            recorded += 1;
+            assert!(recorded < 1_000_000, "nothing was ever dropped");
+        }
+        // Tens of thousands of lines against a stalled output, none of them waited.
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert!(!log.has_room(), "a stalled output still admits requests");
+        let line = rendered(&sample(), SystemTime::UNIX_EPOCH).len() as u64;
+        assert!(
+            recorded * line >= HARD_LIMIT as u64,
+            "dropped before the hard limit"
+        );
+        // The reader drains: room again, and what was buffered arrives whole.
+        let drain = std::thread::spawn(move || {
+            let mut text = Vec::new();
+            reader.read_to_end(&mut text).unwrap();
+            text
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !log.has_room() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no room after draining"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        log.close();
+        drop(log);
+        let text = drain.join().unwrap();
+        let lines = text
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count() as u64;
+        assert_eq!(
+            lines + 1,
+            recorded,
+            "every line not counted as dropped arrives"
+        );
     }
 }

@@ -85,6 +85,11 @@ pub enum ErrorClass {
     Forbidden,
     /// The caller did not authenticate (HTTP 401, gRPC UNAUTHENTICATED).
     Unauthenticated,
+    /// The request body did not arrive within the request's deadline (HTTP 408, gRPC
+    /// DEADLINE_EXCEEDED).
+    SlowClient,
+    /// The request is not JSON (HTTP 415; gRPC INVALID_ARGUMENT, never produced there).
+    UnsupportedMediaType,
     /// The key provider is unreachable or no key arrived in time; retry (HTTP 503,
     /// gRPC UNAVAILABLE).
     Unavailable,
@@ -153,17 +158,23 @@ impl CodecError {
                 KeyringError::TooManyNamespaces(_) | KeyringError::Timeout(_) => {
                     ErrorClass::Unavailable
                 }
-                KeyringError::WrongProvider { .. } => ErrorClass::InvalidInput,
+                KeyringError::WrongProvider { .. } | KeyringError::KekNotAllowed(_) => {
+                    ErrorClass::InvalidInput
+                }
                 KeyringError::Header(_) => ErrorClass::Internal,
-                KeyringError::Provider(error) => match error {
-                    ProviderError::Denied(_) | ProviderError::Disabled(_) => ErrorClass::Forbidden,
-                    ProviderError::NotFound(_) | ProviderError::Destroyed(_) => {
-                        ErrorClass::NotFound
+                KeyringError::Provider(error) | KeyringError::RecentlyFailed(error) => {
+                    match error {
+                        ProviderError::Denied(_) | ProviderError::Disabled(_) => {
+                            ErrorClass::Forbidden
+                        }
+                        ProviderError::NotFound(_) | ProviderError::Destroyed(_) => {
+                            ErrorClass::NotFound
+                        }
+                        ProviderError::Unavailable(_) => ErrorClass::Unavailable,
+                        ProviderError::Invalid => ErrorClass::InvalidInput,
+                        ProviderError::Misconfigured(_) => ErrorClass::Internal,
                     }
-                    ProviderError::Unavailable(_) => ErrorClass::Unavailable,
-                    ProviderError::Invalid => ErrorClass::InvalidInput,
-                    ProviderError::Misconfigured(_) => ErrorClass::Internal,
-                },
+                }
             },
         }
     }
@@ -180,17 +191,21 @@ impl CodecError {
                 KeyringError::NotConfigured(_) => "namespace_not_configured",
                 KeyringError::TooManyNamespaces(_) => "too_many_namespaces",
                 KeyringError::Timeout(_) => "key_unavailable",
-                KeyringError::WrongProvider { .. } => "undecryptable_payload",
+                KeyringError::WrongProvider { .. } | KeyringError::KekNotAllowed(_) => {
+                    "undecryptable_payload"
+                }
                 KeyringError::Header(_) => "internal",
-                KeyringError::Provider(error) => match error {
-                    ProviderError::Denied(_) => "key_access_denied",
-                    ProviderError::Disabled(_) => "namespace_decrypt_only",
-                    ProviderError::NotFound(_) => "key_not_found",
-                    ProviderError::Destroyed(_) => "key_destroyed",
-                    ProviderError::Unavailable(_) => "key_provider_unavailable",
-                    ProviderError::Invalid => "undecryptable_payload",
-                    ProviderError::Misconfigured(_) => "internal",
-                },
+                KeyringError::Provider(error) | KeyringError::RecentlyFailed(error) => {
+                    match error {
+                        ProviderError::Denied(_) => "key_access_denied",
+                        ProviderError::Disabled(_) => "namespace_decrypt_only",
+                        ProviderError::NotFound(_) => "key_not_found",
+                        ProviderError::Destroyed(_) => "key_destroyed",
+                        ProviderError::Unavailable(_) => "key_provider_unavailable",
+                        ProviderError::Invalid => "undecryptable_payload",
+                        ProviderError::Misconfigured(_) => "internal",
+                    }
+                }
             },
         }
     }
@@ -204,30 +219,33 @@ impl CodecError {
                 }
                 KeyringError::TooManyNamespaces(_) => "too many namespaces in use".to_owned(),
                 KeyringError::Timeout(_) => "no data key available; try again".to_owned(),
-                KeyringError::WrongProvider { .. }
-                | KeyringError::Provider(ProviderError::Invalid) => {
+                KeyringError::WrongProvider { .. } | KeyringError::KekNotAllowed(_) => {
                     "payload could not be decrypted".to_owned()
                 }
-                KeyringError::Header(_)
-                | KeyringError::Provider(ProviderError::Misconfigured(_)) => {
-                    "internal error".to_owned()
-                }
-                KeyringError::Provider(ProviderError::Denied(_)) => {
-                    "the key provider denied access to this namespace's key".to_owned()
-                }
-                KeyringError::Provider(ProviderError::Disabled(_)) => {
-                    "encryption is disabled for this namespace (decrypt-only)".to_owned()
-                }
-                KeyringError::Provider(ProviderError::NotFound(_)) => {
-                    "the key for this namespace or payload does not exist".to_owned()
-                }
-                KeyringError::Provider(ProviderError::Destroyed(_)) => {
-                    "the key for this namespace was crypto-shredded (destroyed or scheduled for \
-                     destruction): its payloads can no longer be encrypted or decrypted"
-                        .to_owned()
-                }
-                KeyringError::Provider(ProviderError::Unavailable(_)) => {
-                    "the key provider is unavailable; try again".to_owned()
+                KeyringError::Header(_) => "internal error".to_owned(),
+                KeyringError::Provider(error) | KeyringError::RecentlyFailed(error) => {
+                    match error {
+                        ProviderError::Invalid => "payload could not be decrypted",
+                        ProviderError::Misconfigured(_) => "internal error",
+                        ProviderError::Denied(_) => {
+                            "the key provider denied access to this namespace's key"
+                        }
+                        ProviderError::Disabled(_) => {
+                            "encryption is disabled for this namespace (decrypt-only)"
+                        }
+                        ProviderError::NotFound(_) => {
+                            "the key for this namespace or payload does not exist"
+                        }
+                        ProviderError::Destroyed(_) => {
+                            "the key for this namespace was crypto-shredded (destroyed or \
+                             scheduled for destruction): its payloads can no longer be encrypted \
+                             or decrypted"
+                        }
+                        ProviderError::Unavailable(_) => {
+                            "the key provider is unavailable; try again"
+                        }
+                    }
+                    .to_owned()
                 }
             },
             Self::Internal(_) => "internal error".to_owned(),
@@ -376,8 +394,15 @@ impl Codec {
                 .data_key_for_header(namespace, &header)
                 .await
                 .map_err(|error| match error {
-                    KeyringError::Provider(ProviderError::Invalid)
-                    | KeyringError::WrongProvider { .. } => CodecError::Undecryptable {
+                    // What a caller could learn about keys from a forged header stays in the
+                    // log: a KEK that is not the namespace's, or one the provider does not know,
+                    // is just a payload that does not open.
+                    KeyringError::Provider(ProviderError::Invalid | ProviderError::NotFound(_))
+                    | KeyringError::RecentlyFailed(
+                        ProviderError::Invalid | ProviderError::NotFound(_),
+                    )
+                    | KeyringError::WrongProvider { .. }
+                    | KeyringError::KekNotAllowed(_) => CodecError::Undecryptable {
                         index,
                         detail: error.to_string(),
                     },

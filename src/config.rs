@@ -128,9 +128,12 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Largest request head (request line and headers) in bytes.
     pub max_header_bytes: usize,
-    /// Most codec requests served at once across the HTTP and gRPC listeners; more get `503`
-    /// with `Retry-After`.
+    /// Most codec requests served at once across the worker HTTP and gRPC listeners; more get
+    /// `503` with `Retry-After`. The UI listener has its own pool (`[ui]`).
     pub max_concurrent_requests: usize,
+    /// Host names (besides loopback names and addresses) that the codec listener answers when
+    /// it does not authenticate: a DNS-rebinding page's `Host` is refused.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// The UI-facing codec listener (`[ui]`): the Temporal Web UI and CLI reach it across the
@@ -148,6 +151,12 @@ pub struct UiConfig {
     pub cors: CorsConfig,
     /// TLS.
     pub tls: Option<TlsSettings>,
+    /// Most UI-listener codec requests served at once (its own pool, so people in the Web UI
+    /// cannot starve the workers); default: a quarter of `server.max_concurrent_requests`.
+    pub max_concurrent_requests: Option<usize>,
+    /// Host names the UI listener answers when it does not authenticate
+    /// (`allow_unauthenticated`), besides loopback ones.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Where audit lines go (`[audit]`).
@@ -317,6 +326,9 @@ pub struct Config {
     pub max_payload_bytes: usize,
     /// Most namespaces the `*` entry serves at once in one process.
     pub max_wildcard_namespaces: usize,
+    /// How long a namespace served by the `*` entry may go without an encode before the process
+    /// forgets it (its data key is dropped and its slot freed).
+    pub wildcard_namespace_idle: Duration,
     /// Whether this is the embedded development default.
     pub embedded_default: bool,
     /// The admin API (`[admin]`).
@@ -442,6 +454,7 @@ fn base() -> Config {
             max_connections: 1024,
             max_header_bytes: 16 << 10,
             max_concurrent_requests: 64,
+            allowed_hosts: Vec::new(),
         },
         ui: None,
         audit: AuditOutput::default(),
@@ -452,6 +465,7 @@ fn base() -> Config {
         max_payloads: 10_000,
         max_payload_bytes: 4 << 20,
         max_wildcard_namespaces: 1024,
+        wildcard_namespace_idle: Duration::from_secs(3600),
         embedded_default: false,
         admin: AdminConfig::default(),
         auth: crate::auth::AuthConfig::default(),
@@ -827,6 +841,12 @@ fn parse_root(
         if let Some(max) = limit_fields.unsigned("max_wildcard_namespaces", problems) {
             config.max_wildcard_namespaces = usize::try_from(max).unwrap_or(usize::MAX);
         }
+        if let Some(idle) = limit_fields.duration("wildcard_namespace_idle", problems) {
+            if idle.is_zero() {
+                limit_fields.problem(problems, "wildcard_namespace_idle", "must be more than 0s");
+            }
+            config.wildcard_namespace_idle = idle;
+        }
         limit_fields.finish(problems);
     }
 
@@ -1082,8 +1102,31 @@ fn parse_server(
         }
         server.max_concurrent_requests = usize::try_from(max).unwrap_or(usize::MAX).max(1);
     }
+    if let Some(hosts) = parse_hosts(&mut fields, problems) {
+        server.allowed_hosts = hosts;
+    }
     fields.finish(problems);
     server
+}
+
+/// `allowed_hosts`: host names (a port is ignored) or `"*"`.
+fn parse_hosts(fields: &mut Fields<'_>, problems: &mut Vec<Problem>) -> Option<Vec<String>> {
+    let hosts = fields.strings("allowed_hosts", problems)?;
+    for host in &hosts {
+        let valid = host == "*"
+            || (!host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b)));
+        if !valid {
+            fields.problem(
+                problems,
+                "allowed_hosts",
+                format!("{host:?} is not a host name"),
+            );
+        }
+    }
+    Some(hosts)
 }
 
 /// Parses a `cors` table; without one, no origin is allowed.
@@ -1210,6 +1253,11 @@ fn parse_ui(table: &toml::Table, problems: &mut Vec<Problem>) -> Option<UiConfig
     }
     let cors = parse_cors("ui.cors", fields.table("cors", problems), problems);
     let tls = parse_tls("ui.tls", fields.table("tls", problems), problems);
+    let max_concurrent_requests = fields.unsigned("max_concurrent_requests", problems);
+    if max_concurrent_requests == Some(0) {
+        fields.problem(problems, "max_concurrent_requests", "must be at least 1");
+    }
+    let allowed_hosts = parse_hosts(&mut fields, problems).unwrap_or_default();
     fields.finish(problems);
     Some(UiConfig {
         listen: listen?,
@@ -1217,6 +1265,9 @@ fn parse_ui(table: &toml::Table, problems: &mut Vec<Problem>) -> Option<UiConfig
         token_cookie,
         cors,
         tls,
+        max_concurrent_requests: max_concurrent_requests
+            .map(|max| usize::try_from(max).unwrap_or(usize::MAX).max(1)),
+        allowed_hosts,
     })
 }
 
@@ -1338,6 +1389,7 @@ const PROVIDER_FIELDS: &[&str] = &[
     "profile",
     "connect_timeout",
     "max_attempts",
+    "allow_insecure_http",
 ];
 
 fn parse_provider(
@@ -1482,6 +1534,22 @@ fn parse_vault(
             String::new()
         }
     };
+    let allow_insecure_http = fields
+        .boolean("allow_insecure_http", problems)
+        .unwrap_or(false);
+    if let Some(host) = address.strip_prefix("http://")
+        && !allow_insecure_http
+        && !is_loopback_host(host.split('/').next().unwrap_or(host))
+    {
+        fields.problem(
+            problems,
+            "address",
+            format!(
+                "{address:?} sends Vault tokens and data keys in clear text to a host that is not \
+                 this machine: use https, or set allow_insecure_http = true"
+            ),
+        );
+    }
     let mount = mount_path(fields, "mount", VAULT_DEFAULT_MOUNT, problems);
     let namespace = fields
         .string("namespace", problems)
@@ -1541,6 +1609,21 @@ fn parse_vault(
         retries: u32::try_from(retries).unwrap_or(u32::MAX),
         auth,
     })
+}
+
+/// Whether `authority` (`host[:port]`) names this machine: `localhost` or a loopback address.
+fn is_loopback_host(authority: &str) -> bool {
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host)
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
 }
 
 fn parse_vault_auth(

@@ -60,6 +60,11 @@ pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// Default bounded wait of an encode that needs a new data key before it fails with 503: below
 /// the 2 s deadlock detector of the Python SDK, so the worker sees an error, not a deadlock.
 pub const DEFAULT_ROTATION_WAIT: Duration = Duration::from_millis(1500);
+/// How long a failed unwrap of one wrapped key is remembered: a flood of the same forged header
+/// costs one provider call per this period, not one per request.
+pub const FAILED_UNWRAP_TTL: Duration = Duration::from_secs(30);
+/// Most failed unwraps remembered at once.
+const FAILED_UNWRAP_CAPACITY: u64 = 10_000;
 /// How long a failed background refresh waits before the next encode may retry it.
 const REFRESH_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -190,6 +195,14 @@ pub enum KeyringError {
     /// No usable data key arrived within the rotation wait.
     #[error("timed out after {0:?} waiting for a new data key")]
     Timeout(Duration),
+    /// A payload's header names a KEK that the namespace's policy does not use: it was never
+    /// sealed for this namespace, and no provider is asked about it.
+    #[error("payload names KEK {0:?}, which is not the namespace's key")]
+    KekNotAllowed(String),
+    /// The same wrapped key failed to unwrap moments ago; the provider is not asked again
+    /// until [`FAILED_UNWRAP_TTL`] has passed.
+    #[error("unwrap failed recently: {0}")]
+    RecentlyFailed(ProviderError),
     /// The provider returned a key reference or wrapped key too long for the header.
     #[error("provider output does not fit the envelope header: {0}")]
     Header(EnvelopeError),
@@ -331,6 +344,18 @@ struct NamespaceKeys {
     hard_limit_refusals: AtomicU64,
     rotation_failures: AtomicU64,
     serial: AtomicU64,
+    /// Seconds after the keyring's start when an encode last reserved a use (for idle eviction
+    /// of namespaces the `*` entry serves).
+    last_used: AtomicU64,
+}
+
+impl NamespaceKeys {
+    fn touch(&self, base: Instant, now: Instant) {
+        let seconds = now.saturating_duration_since(base).as_secs();
+        if self.last_used.load(Ordering::Relaxed) != seconds {
+            self.last_used.store(seconds, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Counters and histograms the metrics module registers. Prometheus types, so that there is one
@@ -493,7 +518,15 @@ struct Inner {
     namespaces: ArcSwap<HashMap<String, Arc<NamespaceKeys>>>,
     insert_lock: Mutex<()>,
     max_dynamic_namespaces: usize,
+    /// How long a namespace served by the wildcard may go without an encode before
+    /// [`Keyring::evict_idle`] forgets it.
+    dynamic_idle: Duration,
     cache: moka::future::Cache<[u8; 32], Arc<EnvelopeKey>>,
+    /// Unwraps that failed for a reason retrying will not change, by the same digest as
+    /// `cache`.
+    failed: moka::future::Cache<[u8; 32], ProviderError>,
+    /// When the keyring was made: `last_used` counts seconds from here.
+    base: Instant,
     stats: Stats,
 }
 
@@ -531,10 +564,25 @@ impl Keyring {
                 namespaces: ArcSwap::from_pointee(HashMap::new()),
                 insert_lock: Mutex::new(()),
                 max_dynamic_namespaces,
+                dynamic_idle: Duration::from_secs(3600),
                 cache,
+                failed: moka::future::Cache::builder()
+                    .max_capacity(FAILED_UNWRAP_CAPACITY)
+                    .time_to_live(FAILED_UNWRAP_TTL)
+                    .build(),
+                base: Instant::now(),
                 stats: Stats::default(),
             }),
         }
+    }
+
+    /// Sets how long a namespace served by the wildcard may go without an encode before
+    /// [`Keyring::evict_idle`] forgets it (default one hour). Call before sharing the keyring.
+    pub fn with_dynamic_idle(mut self, idle: Duration) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.dynamic_idle = idle;
+        }
+        self
     }
 
     /// The policies this keyring serves.
@@ -558,6 +606,12 @@ impl Keyring {
         self.inner.cache.run_pending_tasks().await;
     }
 
+    /// The namespace's entry, if an encode registered it.
+    fn registered(&self, namespace: &str) -> Option<Arc<NamespaceKeys>> {
+        self.inner.namespaces.load().get(namespace).map(Arc::clone)
+    }
+
+    /// The namespace's entry, registering it (for an encode: decodes never register).
     fn namespace(&self, namespace: &str) -> Result<Arc<NamespaceKeys>, KeyringError> {
         if let Some(keys) = self.inner.namespaces.load().get(namespace) {
             return Ok(Arc::clone(keys));
@@ -596,7 +650,9 @@ impl Keyring {
             hard_limit_refusals: AtomicU64::new(0),
             rotation_failures: AtomicU64::new(0),
             serial: AtomicU64::new(0),
+            last_used: AtomicU64::new(0),
         });
+        keys.touch(self.inner.base, Instant::now());
         let mut next = HashMap::clone(&current);
         next.insert(namespace.to_owned(), Arc::clone(&keys));
         self.inner.namespaces.store(Arc::new(next));
@@ -614,11 +670,13 @@ impl Keyring {
         // clock read, two atomic adds; no allocation, no lock, no namespace Arc clone.
         {
             let namespaces = self.inner.namespaces.load();
+            let now = Instant::now();
             if let Some(keys) = namespaces.get(namespace)
                 && let Some(key) = keys.active.load_full()
                 && let Reservation::Granted { refresh } =
-                    key.reserve(&keys.policy.limits, plaintext_len as u64, Instant::now())
+                    key.reserve(&keys.policy.limits, plaintext_len as u64, now)
             {
+                keys.touch(self.inner.base, now);
                 if let Some(reason) = refresh {
                     self.refresh_in_background(keys, &key, reason);
                 }
@@ -659,11 +717,16 @@ impl Keyring {
                 },
             };
             let rotation = self.start_rotation(&keys, current.as_ref(), reason);
-            match tokio::time::timeout_at(deadline, rotation).await {
+            let error = match tokio::time::timeout_at(deadline, rotation).await {
                 Ok(Ok(_)) => continue,
-                Ok(Err(error)) => return Err(error),
-                Err(_) => return Err(KeyringError::Timeout(limits.rotation_wait)),
+                Ok(Err(error)) => error,
+                Err(_) => KeyringError::Timeout(limits.rotation_wait),
+            };
+            // A namespace that never got a data key does not keep its slot.
+            if keys.serial.load(Ordering::Acquire) == 0 {
+                self.unregister(&keys);
             }
+            return Err(error);
         }
     }
 
@@ -731,10 +794,67 @@ impl Keyring {
         rotation
     }
 
+    /// Removes `keys` from the namespace map, if it is still the entry for its namespace.
+    fn unregister(&self, keys: &Arc<NamespaceKeys>) {
+        let _guard = self
+            .inner
+            .insert_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let current = self.inner.namespaces.load_full();
+        if current
+            .get(&keys.namespace)
+            .is_some_and(|entry| Arc::ptr_eq(entry, keys))
+        {
+            let mut next = HashMap::clone(&current);
+            next.remove(&keys.namespace);
+            self.inner.namespaces.store(Arc::new(next));
+        }
+    }
+
+    /// Forgets every namespace served by the wildcard entry that has had no encode for the idle
+    /// period (`limits.wildcard_namespace_idle`): its active data key is retired and its slot
+    /// freed, so `max_wildcard_namespaces` bounds namespaces in use, not namespaces ever seen.
+    /// Returns how many were forgotten. The server calls this periodically.
+    pub fn evict_idle(&self) -> usize {
+        let now = Instant::now()
+            .saturating_duration_since(self.inner.base)
+            .as_secs();
+        let idle = self.inner.dynamic_idle.as_secs();
+        let stale: Vec<Arc<NamespaceKeys>> = self
+            .inner
+            .namespaces
+            .load()
+            .values()
+            .filter(|keys| !self.inner.policies.exact.contains_key(&keys.namespace))
+            .filter(|keys| now.saturating_sub(keys.last_used.load(Ordering::Relaxed)) >= idle)
+            .filter(|keys| {
+                keys.inflight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_none()
+            })
+            .cloned()
+            .collect();
+        for keys in &stale {
+            self.unregister(keys);
+            if let Some(key) = keys.active.swap(None) {
+                key.retired.store(true, Ordering::Release);
+            }
+            tracing::debug!(namespace = %keys.namespace, "idle namespace forgotten");
+        }
+        stale.len()
+    }
+
     /// Retires `namespace`'s active data key now: the next encode mints a new one. Returns
     /// whether there was an active key.
     pub fn retire_active(&self, namespace: &str) -> Result<bool, KeyringError> {
-        let keys = self.namespace(namespace)?;
+        let Some(keys) = self.registered(namespace) else {
+            return match self.inner.policies.resolve(namespace) {
+                Some(_) => Ok(false),
+                None => Err(KeyringError::NotConfigured(namespace.to_owned())),
+            };
+        };
         match keys.active.load_full() {
             Some(key) => {
                 key.retired.store(true, Ordering::Release);
@@ -794,31 +914,50 @@ impl Keyring {
         kek: &KekRef,
         wrapped: &[u8],
     ) -> Result<Arc<EnvelopeKey>, KeyringError> {
-        let keys = self.namespace(namespace)?;
-        let expected = keys.policy.provider.kind();
+        // Decodes never register a namespace: forged headers cannot take its slots.
+        let registered = self.registered(namespace);
+        let resolved;
+        let policy = match &registered {
+            Some(keys) => &keys.policy,
+            None => {
+                resolved = self
+                    .inner
+                    .policies
+                    .resolve(namespace)
+                    .ok_or_else(|| KeyringError::NotConfigured(namespace.to_owned()))?;
+                &resolved
+            }
+        };
+        let expected = policy.provider.kind();
         if provider != expected {
             return Err(KeyringError::WrongProvider {
                 expected,
                 found: provider,
             });
         }
+        // The header is unauthenticated: a KEK the namespace does not use is never sent to the
+        // provider (no oracle for which keys exist, no provider call for a forgery).
+        if !policy.provider.allows_kek(&policy.key, kek) {
+            return Err(KeyringError::KekNotAllowed(kek.to_string()));
+        }
         let digest = cache_key(namespace, provider, kek, wrapped);
         if let Some(key) = self.inner.cache.get(&digest).await {
             self.inner.stats.cache_hits.inc();
             return Ok(key);
         }
+        if let Some(error) = self.inner.failed.get(&digest).await {
+            return Err(KeyringError::RecentlyFailed(error));
+        }
         self.inner.stats.cache_misses.inc();
         let inner = Arc::clone(&self.inner);
         let wrapped = WrappedKey::new(wrapped.to_vec());
-        self.inner
+        let unwrapping = Arc::clone(&policy.provider);
+        let result = self
+            .inner
             .cache
             .try_get_with(digest, async move {
                 let started = Instant::now();
-                let result = keys
-                    .policy
-                    .provider
-                    .unwrap_data_key(namespace, kek, &wrapped)
-                    .await;
+                let result = unwrapping.unwrap_data_key(namespace, kek, &wrapped).await;
                 inner.stats.record(
                     provider,
                     "unwrap",
@@ -828,7 +967,16 @@ impl Keyring {
                 result.map(|data_key| Arc::new(EnvelopeKey::new(data_key)))
             })
             .await
-            .map_err(|error| KeyringError::Provider(ProviderError::clone(&error)))
+            .map_err(|error| ProviderError::clone(&error));
+        match result {
+            Ok(key) => Ok(key),
+            Err(error) => {
+                if !error.is_retryable() {
+                    self.inner.failed.insert(digest, error.clone()).await;
+                }
+                Err(KeyringError::Provider(error))
+            }
+        }
     }
 
     /// A snapshot of every namespace that has been used in this process.

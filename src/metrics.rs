@@ -63,6 +63,8 @@ pub fn result_label(result: Result<(), ErrorClass>) -> &'static str {
         Err(ErrorClass::NotFound) => "not_found",
         Err(ErrorClass::Forbidden) => "forbidden",
         Err(ErrorClass::Unauthenticated) => "unauthenticated",
+        Err(ErrorClass::SlowClient) => "slow_client",
+        Err(ErrorClass::UnsupportedMediaType) => "invalid_input",
         Err(ErrorClass::Unavailable) => "unavailable",
         Err(ErrorClass::Internal) => "internal",
     }
@@ -101,6 +103,7 @@ pub struct Metrics {
     /// use: label lookups (a hash and a lock each) stay off the hot path.
     resolved: [[std::sync::OnceLock<RequestSeries>; 2]; 2],
     ready: Gauge,
+    audit_shed: IntCounterVec,
     keys: Mutex<KeySeries>,
     keyring: Arc<Keyring>,
 }
@@ -171,6 +174,12 @@ impl Metrics {
             "kmscodec_payload_bytes_total",
             "Bytes of payload data and metadata received in codec requests.",
             &["transport", "op"],
+        )?;
+        let audit_shed = counter_vec(
+            &registry,
+            "kmscodec_audit_shed_total",
+            "Codec requests refused with 503 audit_unavailable because the audit log could not keep up.",
+            &["listener"],
         )?;
         let ready = Gauge::new(
             "kmscodec_ready",
@@ -265,9 +274,15 @@ impl Metrics {
             payload_bytes,
             resolved: Default::default(),
             ready,
+            audit_shed,
             keys: Mutex::new(keys),
             keyring,
         })
+    }
+
+    /// Counts a codec request shed because the audit log had no room.
+    pub fn audit_shed(&self, listener: &str) {
+        self.audit_shed.with_label_values(&[listener]).inc();
     }
 
     /// Records one codec request.

@@ -1,22 +1,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-//! The Temporal Codec Server HTTP protocol, driven in process through the router (`oneshot`):
-//! round trips, pass-through, CORS, and the bad-input table from `docs/configuration.md`.
+//! The Temporal Codec Server HTTP protocol, driven in process through the handler production
+//! serves (`Handler::call`, as the listener calls it): round trips, pass-through, CORS, and the
+//! bad-input table from `docs/configuration.md`.
 
 use std::collections::BTreeMap;
 
-use axum::Router;
 use axum::body::Body;
 use http::{HeaderMap, Method, Request, StatusCode};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 use kmscodec::app;
 use kmscodec::config::Config;
-use kmscodec::server::http::router;
+use kmscodec::server::http::{CodecHandler, handler};
+use kmscodec::server::listener::Handler;
 
 struct Harness {
-    router: Router,
+    handler: CodecHandler,
     _dir: tempfile::TempDir,
 }
 
@@ -27,6 +27,7 @@ fn harness_with(extra: &str) -> Harness {
         r#"
         [server]
         body_limit_bytes = "8MiB"
+        allowed_hosts = ["kmscodec.workers.svc"]
         [server.cors]
         allowed_origins = ["http://localhost:8233"]
         allow_credentials = true
@@ -49,8 +50,8 @@ fn harness_with(extra: &str) -> Harness {
     );
     let config = Config::from_toml_str(&text, std::iter::empty()).unwrap();
     let app = app::build(config).unwrap();
-    let router = router(app.state(), app.http_options());
-    Harness { router, _dir: dir }
+    let handler = handler(app.state(), app.http_options());
+    Harness { handler, _dir: dir }
 }
 
 fn harness() -> Harness {
@@ -83,11 +84,9 @@ impl Harness {
             request = request.header(*name, *value);
         }
         let response = self
-            .router
-            .clone()
-            .oneshot(request.body(body.into()).unwrap())
-            .await
-            .unwrap();
+            .handler
+            .call(request.body(body.into()).unwrap(), None)
+            .await;
         let status = response.status();
         let headers = response.headers().clone();
         let body = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -361,6 +360,7 @@ async fn cors_preflight_answers_allowed_origins_only_and_errors_carry_cors() {
             &[
                 ("origin", "http://localhost:8233"),
                 ("x-namespace", "alpha"),
+                ("content-type", "application/json"),
             ],
             "not json",
         )
@@ -697,8 +697,78 @@ async fn health_and_readiness() {
     let h = harness();
     let reply = h.call(Method::GET, "/healthz", &[], Body::empty()).await;
     assert_eq!(reply.status, StatusCode::OK);
-    // Not checked yet in this in-process router: not ready, with a reason.
+    // Not checked yet in this in-process handler: not ready. The reason is for operators (the
+    // admin listener and the log), not for codec callers.
     let reply = h.call(Method::GET, "/readyz", &[], Body::empty()).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(String::from_utf8_lossy(&reply.body).contains("not ready"));
+    assert_eq!(String::from_utf8_lossy(&reply.body), "not ready\n");
+}
+
+/// What a web page could make a browser send to the open worker listener is refused before the
+/// body is read: "simple" requests (not JSON), other origins, and DNS-rebinding hosts.
+#[tokio::test]
+async fn an_open_listener_refuses_what_a_browser_could_be_tricked_into_sending() {
+    let h = harness();
+    let sealed = h
+        .encode(
+            "alpha",
+            &json!({"payloads": [payload("json/plain", b"\"secret\"")]}),
+        )
+        .await
+        .to_string();
+    let cases: &[(&[(&str, &str)], StatusCode, &str)] = &[
+        // A cross-site form or fetch without a preflight can only send these types.
+        (
+            &[("content-type", "text/plain"), ("x-namespace", "alpha")],
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            &[("x-namespace", "alpha")],
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            &[
+                ("content-type", "application/json"),
+                ("x-namespace", "alpha"),
+                ("origin", "http://evil.example"),
+            ],
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+        ),
+        (
+            &[
+                ("content-type", "application/json"),
+                ("x-namespace", "alpha"),
+                ("host", "rebound.evil.example:8089"),
+            ],
+            StatusCode::FORBIDDEN,
+            "host_not_allowed",
+        ),
+    ];
+    for (headers, status, code) in cases {
+        let reply = h
+            .call(Method::POST, "/decode", headers, sealed.clone())
+            .await;
+        assert_eq!(reply.status, *status, "{headers:?}");
+        assert_eq!(reply.json()["code"], *code, "{headers:?}");
+        assert!(!String::from_utf8_lossy(&reply.body).contains("secret"));
+    }
+    // Loopback names, listed hosts, allowed origins and JSON with parameters pass.
+    for headers in [
+        &[("host", "127.0.0.1:8089")][..],
+        &[("host", "localhost")][..],
+        &[("host", "[::1]:8089")][..],
+        &[("host", "kmscodec.workers.svc:8089")][..],
+        &[("origin", "http://localhost:8233")][..],
+    ] {
+        let mut all = vec![
+            ("content-type", "application/json; charset=utf-8"),
+            ("x-namespace", "alpha"),
+        ];
+        all.extend_from_slice(headers);
+        let reply = h.call(Method::POST, "/decode", &all, sealed.clone()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{headers:?}");
+    }
 }

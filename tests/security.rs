@@ -347,9 +347,10 @@ fn the_auth_matrix_answers_each_case_with_the_right_status_and_an_audit_line() {
             name: "JWT email reader decode",
             op: "decode",
             namespace: "orders",
-            authorization: Some(bearer(
-                &issuer.token(claims("u-alice", json!({"email": "alice@example.com"}))),
-            )),
+            authorization: Some(bearer(&issuer.token(claims(
+                "u-alice",
+                json!({"email": "alice@example.com", "email_verified": true}),
+            )))),
             status: 200,
             code: "ok",
             principal: Some("sub:u-alice"),
@@ -358,9 +359,10 @@ fn the_auth_matrix_answers_each_case_with_the_right_status_and_an_audit_line() {
             name: "JWT without a matching rule",
             op: "decode",
             namespace: "orders",
-            authorization: Some(bearer(
-                &issuer.token(claims("u-bob", json!({"email": "bob@example.com"}))),
-            )),
+            authorization: Some(bearer(&issuer.token(claims(
+                "u-bob",
+                json!({"email": "bob@example.com", "email_verified": true}),
+            )))),
             status: 403,
             code: "forbidden",
             principal: Some("sub:u-bob"),

@@ -182,8 +182,13 @@ impl Verifier {
             })?
             .to_owned();
         let mut names = vec![format!("sub:{sub}")];
-        let verified = !matches!(claims.get("email_verified"), Some(Value::Bool(false)))
-            && !matches!(claims.get("email_verified"), Some(Value::String(s)) if s == "false");
+        // An address counts only when the issuer says it verified it (OpenID Connect Core,
+        // section 5.1): many issuers let users type any address into their profile.
+        let verified = match claims.get("email_verified") {
+            Some(Value::Bool(verified)) => *verified,
+            Some(Value::String(text)) => text == "true",
+            _ => false,
+        };
         if verified
             && let Some(email) = claim(claims, &self.email_claim).and_then(Value::as_str)
             && !email.is_empty()

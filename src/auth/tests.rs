@@ -128,7 +128,8 @@ fn claims(sub: &str) -> Value {
     json!({
         "iss": ISSUER, "aud": AUDIENCE, "sub": sub,
         "iat": now() - 10, "exp": now() + 600,
-        "email": format!("{sub}@example.com"), "groups": ["temporal-admins", "oncall"],
+        "email": format!("{sub}@example.com"), "email_verified": true,
+        "groups": ["temporal-admins", "oncall"],
     })
 }
 
@@ -721,6 +722,34 @@ async fn rs256_and_es256_tokens_authenticate_with_their_claims() {
         .await
         .unwrap();
     assert_eq!(principal.names, ["sub:bob", "group:ops"]);
+    // An address the issuer does not say it verified (no claim, or a string other than
+    // "true") is no `email:` name either.
+    for verified in [None, Some(json!("yes")), Some(json!(1))] {
+        let mut unverified = self::claims("carol");
+        match verified {
+            Some(value) => unverified["email_verified"] = value,
+            None => {
+                unverified.as_object_mut().unwrap().remove("email_verified");
+            }
+        }
+        let principal = authenticate_header(&authenticator, &bearer(&ec.sign(&unverified)))
+            .await
+            .unwrap();
+        assert_eq!(
+            principal.names,
+            ["sub:carol", "group:temporal-admins", "group:oncall"]
+        );
+    }
+    let mut verified = self::claims("dave");
+    verified["email_verified"] = json!("true");
+    let principal = authenticate_header(&authenticator, &bearer(&ec.sign(&verified)))
+        .await
+        .unwrap();
+    assert!(
+        principal
+            .names
+            .contains(&"email:dave@example.com".to_owned())
+    );
 }
 
 #[tokio::test]

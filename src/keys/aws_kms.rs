@@ -600,6 +600,27 @@ impl KeyProvider for AwsKms {
         })
     }
 
+    /// The header holds the key ARN that `GenerateDataKey` returned. A configured key ARN must
+    /// match it, a key id must be its key id; an alias may have pointed to other keys over time
+    /// (old payloads stay decodable), so for an alias the header's key must be a key ARN in the
+    /// alias ARN's region and account (with a bare alias name: any key ARN).
+    fn allows_kek(&self, configured: &str, alleged: &KekRef) -> bool {
+        if alleged.version != 0 || !is_key_arn(&alleged.key) {
+            return false;
+        }
+        let Some((prefix, key_id)) = alleged.key.split_once(":key/") else {
+            return false;
+        };
+        if configured.starts_with("alias/") {
+            return true;
+        }
+        match configured.split_once(":alias/") {
+            Some((alias_prefix, _)) => alias_prefix == prefix,
+            None if configured.starts_with("arn:") => configured == alleged.key,
+            None => configured == key_id,
+        }
+    }
+
     async fn unwrap_data_key(
         &self,
         namespace: &str,

@@ -4,9 +4,12 @@
 //! versions of 256-bit key material; data keys are wrapped with AES-256-GCM under the primary
 //! version, with the namespace, key name and version bound as associated data.
 //!
-//! The file is refused when group or others can read it, written atomically (temporary file,
-//! fsync, rename) with mode 0600, and its material is never printed. Changes made by another
-//! process (`kmscodec keys ...`) are picked up on the next provider call.
+//! The file is refused when group or others can read it (checked on every provider call, not
+//! only when the file changed: `chmod` does not change the modification time), written
+//! atomically (temporary file, fsync, rename) with mode 0600, and its material is never printed.
+//! Every read-modify-write holds an advisory lock (`flock`) on `<file>.lock` beside it, so two
+//! `kmscodec keys ...` commands (or the admin API and a command) never lose each other's change.
+//! Changes made by another process are picked up on the next provider call.
 //!
 //! Shredding a key (`keys shred`) either removes it from the file at once or marks it with
 //! `destroy_after`: from then on it neither mints nor unwraps ([`ProviderError::Destroyed`]),
@@ -147,6 +150,10 @@ fn destroyed(key: &str, destroy_after: &str) -> ProviderError {
 /// Refuses a keyring file that group or others can read or write.
 pub fn check_permissions(path: &Path) -> Result<(), ProviderError> {
     let metadata = fs::metadata(path).map_err(|error| misconfigured(path, error))?;
+    check_mode(path, &metadata)
+}
+
+fn check_mode(path: &Path, metadata: &fs::Metadata) -> Result<(), ProviderError> {
     let mode = metadata.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(misconfigured(
@@ -364,15 +371,34 @@ impl LocalFile {
             .state
             .lock()
             .map_err(|_| misconfigured(&self.path, "state lock poisoned"))?;
-        let modified = fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .map_err(|error| {
-                ProviderError::Unavailable(format!("keyring file {}: {error}", self.path.display()))
-            })?;
+        let metadata = fs::metadata(&self.path).map_err(|error| {
+            ProviderError::Unavailable(format!("keyring file {}: {error}", self.path.display()))
+        })?;
+        check_mode(&self.path, &metadata)?;
+        let modified = metadata.modified().map_err(|error| {
+            ProviderError::Unavailable(format!("keyring file {}: {error}", self.path.display()))
+        })?;
         if state.modified != Some(modified) {
             *state = Arc::new(read_file(&self.path)?);
         }
         Ok(Arc::clone(&state))
+    }
+
+    /// Takes the advisory lock on `<file>.lock` (created 0600 beside the file), waiting for
+    /// another process that holds it. Released when the returned file is dropped.
+    fn lock_file(&self) -> Result<fs::File, ProviderError> {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(".lock");
+        let path = self.path.with_file_name(name);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|error| misconfigured(&path, error))?;
+        file.lock().map_err(|error| misconfigured(&path, error))?;
+        Ok(file)
     }
 
     /// Applies `change` to a fresh read of the file and writes the result atomically.
@@ -384,6 +410,9 @@ impl LocalFile {
             .state
             .lock()
             .map_err(|_| misconfigured(&self.path, "state lock poisoned"))?;
+        // Held until the write is done: other processes wait here rather than read what this
+        // one is about to replace.
+        let _lock = self.lock_file()?;
         let mut loaded = read_file(&self.path)?;
         let value = change(&mut loaded)?;
         // Every write also removes the material of keys whose destruction is due.
@@ -828,6 +857,52 @@ mod tests {
         let error = LocalFile::open(provider.path()).unwrap_err().to_string();
         assert!(error.contains("accessible by group or others"), "{error}");
         assert!(error.contains("chmod 600"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_chmod_is_noticed_on_the_next_call_although_the_file_did_not_change() {
+        let (_dir, provider) = provider();
+        provider.generate_data_key("orders", "dev").await.unwrap();
+        let modified = fs::metadata(provider.path()).unwrap().modified().unwrap();
+        fs::set_permissions(provider.path(), fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(
+            fs::metadata(provider.path()).unwrap().modified().unwrap(),
+            modified
+        );
+        let error = provider
+            .generate_data_key("orders", "dev")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("accessible by group or others"), "{error}");
+        fs::set_permissions(provider.path(), fs::Permissions::from_mode(0o600)).unwrap();
+        provider.generate_data_key("orders", "dev").await.unwrap();
+    }
+
+    #[test]
+    fn concurrent_writers_through_separate_handles_lose_no_change() {
+        let (_dir, provider) = provider();
+        let path = provider.path().to_path_buf();
+        const ROUNDS: u32 = 25;
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    // Each thread has its own handle, as separate processes would.
+                    let file = LocalFile::open(&path).unwrap();
+                    for _ in 0..ROUNDS {
+                        file.rotate_key("dev").unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        let version = LocalFile::open(&path).unwrap().rotate_key("dev").unwrap();
+        assert_eq!(version, 1 + 4 * ROUNDS + 1, "a rotation was lost");
+        let lock = fs::metadata(path.with_file_name("keyring.json.lock")).unwrap();
+        assert_eq!(lock.permissions().mode() & 0o777, 0o600);
     }
 
     #[tokio::test]

@@ -144,6 +144,13 @@ pub trait KeyProvider: Send + Sync + 'static {
 
     /// Checks that the backend is reachable and usable.
     async fn health(&self) -> Result<(), ProviderError>;
+
+    /// Whether a payload header's (unauthenticated) `alleged` KEK is one that a namespace whose
+    /// policy names `configured` may have sealed under, in any version. Checked before any
+    /// provider call, so that forged headers reach no KMS. The default: the same key name.
+    fn allows_kek(&self, configured: &str, alleged: &KekRef) -> bool {
+        alleged.key == configured
+    }
 }
 
 /// What [`KeyAdmin::create_kek`] did.

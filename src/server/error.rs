@@ -15,6 +15,8 @@ pub fn http_status(class: ErrorClass) -> StatusCode {
         ErrorClass::NotFound => StatusCode::NOT_FOUND,
         ErrorClass::Forbidden => StatusCode::FORBIDDEN,
         ErrorClass::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorClass::SlowClient => StatusCode::REQUEST_TIMEOUT,
+        ErrorClass::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -28,6 +30,8 @@ pub fn grpc_code(class: ErrorClass) -> tonic::Code {
         ErrorClass::NotFound => tonic::Code::NotFound,
         ErrorClass::Forbidden => tonic::Code::PermissionDenied,
         ErrorClass::Unauthenticated => tonic::Code::Unauthenticated,
+        ErrorClass::SlowClient => tonic::Code::DeadlineExceeded,
+        ErrorClass::UnsupportedMediaType => tonic::Code::InvalidArgument,
         ErrorClass::Unavailable => tonic::Code::Unavailable,
         ErrorClass::Internal => tonic::Code::Internal,
     }

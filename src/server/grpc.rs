@@ -7,18 +7,21 @@
 //! directly. Messages larger than the body limit are refused by tonic itself with OUT_OF_RANGE;
 //! our own payload-count and payload-size limits answer RESOURCE_EXHAUSTED.
 
+use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{Context, Poll};
 
+use tokio::time::Instant;
+use tonic::body::Body;
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
 use super::AppState;
 use super::error::grpc_code;
 use super::listener::Peer;
-use crate::auth::{AuthError, Authenticator, Authorizer, Credentials, Principal, Role};
-use crate::codec::{CodecError, ErrorClass, NamespaceCheck};
-use crate::config::valid_namespace;
-use crate::metrics::{Op, Transport};
+use super::pipeline::{self, Admitted, Operation, Pipeline, Refusal, Report};
+use crate::auth::{Credentials, Principal};
+use crate::metrics::Transport;
 use crate::payload::{Payload, Payloads};
 
 /// Generated service and client code for `proto/kmscodec/v1/codec.proto`.
@@ -37,204 +40,230 @@ use proto::{DecodeRequest, EncodeRequest};
 /// The fully qualified service name, as the health service reports it.
 pub const SERVICE_NAME: &str = "kmscodec.v1.Codec";
 
-/// The codec service.
+/// The codec service's handlers: namespace, authorization, codec and report, for a call the
+/// [`Gate`] admitted.
 #[derive(Debug, Clone)]
 pub struct GrpcCodec {
-    state: AppState,
-    authenticator: Arc<Authenticator>,
-    authorizer: Arc<Authorizer>,
+    pipeline: Pipeline,
 }
 
-/// The codec service with message size limits from the configuration, authenticating callers
-/// with `authenticator` (the `authorization` metadata, as `Authorization` over HTTP).
-pub fn service(
-    state: AppState,
-    max_message_bytes: usize,
-    authenticator: Arc<Authenticator>,
-    authorizer: Arc<Authorizer>,
-) -> CodecServer<GrpcCodec> {
-    CodecServer::new(GrpcCodec {
-        state,
-        authenticator,
-        authorizer,
+/// The gRPC codec service: the [`Gate`] in front of tonic's generated server.
+pub type Service = Gate<CodecServer<GrpcCodec>>;
+
+/// The codec service with message size limits from the configuration, for the listener whose
+/// place in the pipeline is `policy`.
+pub fn service(state: AppState, policy: pipeline::ListenerPolicy) -> Service {
+    let max_message_bytes = policy.body_limit_bytes;
+    let pipeline = Pipeline::new(state, policy);
+    let server = CodecServer::new(GrpcCodec {
+        pipeline: pipeline.clone(),
     })
     .max_decoding_message_size(max_message_bytes)
     // Sealing adds a header per payload: allow the answer to be somewhat larger.
-    .max_encoding_message_size(max_message_bytes.saturating_mul(2))
+    .max_encoding_message_size(max_message_bytes.saturating_mul(2));
+    Gate {
+        pipeline,
+        inner: server,
+    }
 }
 
-fn status_for(error: &CodecError) -> Status {
+/// What the [`Gate`] hands the handler with each admitted call.
+#[derive(Debug)]
+struct Ticket {
+    principal: Principal,
+    admitted: Admitted,
+    request_id: String,
+    client: Option<std::net::SocketAddr>,
+    started: Instant,
+}
+
+/// Authenticates a call from its metadata and takes its permit *before* tonic reads the
+/// message, then runs the rest under the request's deadline (the message read included).
+#[derive(Debug, Clone)]
+pub struct Gate<S> {
+    pipeline: Pipeline,
+    inner: S,
+}
+
+impl<S: NamedService> NamedService for Gate<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> tower::Service<http::Request<Body>> for Gate<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send + 'static>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        // The service that was polled ready serves this call; a fresh clone takes its place.
+        let inner = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, inner);
+        let pipeline = self.pipeline.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let operation = match request.uri().path().rsplit('/').next() {
+                Some("Encode") => Some(Operation::Encode),
+                Some("Decode") => Some(Operation::Decode),
+                _ => None,
+            };
+            let Some(operation) = operation else {
+                return inner.call(request).await;
+            };
+            let headers = request.headers();
+            let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+            let request_id = crate::audit::request_id(text("x-request-id"));
+            // Over TCP the connection is served by `super::listener`, which adds the peer (and a
+            // verified client certificate's names); over the Unix socket there is none.
+            let peer = request.extensions().get::<Peer>().cloned();
+            let client = peer.as_ref().map(|peer| peer.address);
+            let credentials = Credentials {
+                authorization: text("authorization"),
+                authorization_extras: text("authorization-extras"),
+                cookie_token: None,
+                client_cert_names: peer
+                    .as_ref()
+                    .map(|peer| &peer.client_cert_names[..])
+                    .unwrap_or(&[]),
+            };
+            let admission = match pipeline.authenticate(&credentials).await {
+                Ok(principal) => pipeline.admit().map(|admitted| (principal, admitted)),
+                Err(refusal) => Err(refusal),
+            };
+            let (principal, admitted) = match admission {
+                Ok(admission) => admission,
+                Err(refusal) => {
+                    pipeline.finish(&Report {
+                        transport: Transport::Grpc,
+                        operation,
+                        request_id: &request_id,
+                        client,
+                        principal: None,
+                        namespace: None,
+                        payloads: 0,
+                        bytes: 0,
+                        result: Err(&refusal),
+                        started,
+                    });
+                    return Ok(status(&refusal).into_http());
+                }
+            };
+            let deadline = admitted.deadline;
+            let principal_id = principal.id.clone();
+            request
+                .extensions_mut()
+                .insert(Arc::new(std::sync::Mutex::new(Some(Ticket {
+                    principal,
+                    admitted,
+                    request_id: request_id.clone(),
+                    client,
+                    started,
+                }))));
+            match tokio::time::timeout_at(deadline, inner.call(request)).await {
+                Ok(response) => response,
+                Err(_) => {
+                    // The handler did not finish (it records its own outcome when it does).
+                    let refusal = Refusal::timeout();
+                    pipeline.finish(&Report {
+                        transport: Transport::Grpc,
+                        operation,
+                        request_id: &request_id,
+                        client,
+                        principal: Some(&principal_id),
+                        namespace: None,
+                        payloads: 0,
+                        bytes: 0,
+                        result: Err(&refusal),
+                        started,
+                    });
+                    Ok(status(&refusal).into_http())
+                }
+            }
+        })
+    }
+}
+
+/// The gRPC status of a refusal: the class's code, and `code: message` as the message.
+fn status(refusal: &Refusal) -> Status {
     Status::new(
-        grpc_code(error.class()),
-        format!("{}: {}", error.code(), error.public_message()),
+        grpc_code(refusal.class),
+        format!("{}: {}", refusal.code, refusal.message),
     )
 }
 
 impl GrpcCodec {
-    async fn run(
+    async fn run<T>(
         &self,
-        op: Op,
-        caller: Caller,
-        namespace: String,
-        payloads: Vec<Payload>,
+        operation: Operation,
+        request: Request<T>,
+        parts: impl FnOnce(T) -> (String, Vec<Payload>),
     ) -> Result<Response<Payloads>, Status> {
-        let started = Instant::now();
+        let ticket = request
+            .extensions()
+            .get::<Arc<std::sync::Mutex<Option<Ticket>>>>()
+            .and_then(|slot| slot.lock().ok()?.take());
+        let Some(ticket) = ticket else {
+            return Err(Status::internal("internal: the call was not admitted"));
+        };
+        let (namespace, payloads) = parts(request.into_inner());
         let count = payloads.len();
-        let bytes: usize = payloads.iter().map(Payload::size).sum();
-        let permit = Arc::clone(&self.state.in_flight).try_acquire_owned();
-        let role = match op {
-            Op::Encode => Role::Write,
-            Op::Decode => Role::Read,
-        };
-        let valid = valid_namespace(&namespace);
-        let result = if permit.is_err() {
-            Err((
-                ErrorClass::Unavailable,
-                Status::unavailable("overloaded: too many requests in flight; retry shortly"),
-            ))
-        } else if let Err(error) = &caller.principal {
-            Err(if error.is_unavailable() {
-                (
-                    ErrorClass::Unavailable,
-                    Status::unavailable(format!("auth_unavailable: {error}")),
-                )
-            } else {
-                (
-                    ErrorClass::Unauthenticated,
-                    Status::unauthenticated(format!("unauthenticated: {error}")),
-                )
-            })
-        } else if valid
-            && !caller.principal.as_ref().is_ok_and(|principal| {
-                self.authorizer
-                    .permits(&self.authenticator, principal, &namespace, role)
-            })
-        {
-            Err((
-                ErrorClass::Forbidden,
-                Status::permission_denied(format!(
-                    "forbidden: not allowed to {} in this namespace (needs the {role} role)",
-                    op.as_str()
-                )),
-            ))
-        } else if valid {
-            let codec = &self.state.codec;
-            match op {
-                Op::Encode => codec.encode(&namespace, payloads).await,
-                Op::Decode => codec.decode(NamespaceCheck::Expect(&namespace), payloads).await,
-            }
-            .map_err(|error| {
-                match error.class() {
-                    ErrorClass::Internal | ErrorClass::Unavailable => {
-                        tracing::warn!(op = op.as_str(), namespace, %error, "grpc codec request failed");
-                    }
-                    _ => tracing::debug!(op = op.as_str(), namespace, error = ?error, "grpc codec request refused"),
+        let bytes = payloads.iter().map(Payload::size).sum();
+        let pipeline = &self.pipeline;
+        let checked = pipeline::namespace(Some(namespace.as_str()), "set the namespace field");
+        let result = match &checked {
+            Ok(namespace) => match pipeline.authorize(&ticket.principal, namespace, operation) {
+                Ok(()) => {
+                    pipeline
+                        .run(&ticket.admitted, operation, namespace, payloads)
+                        .await
                 }
-                (error.class(), status_for(&error))
-            })
-        } else {
-            Err((
-                ErrorClass::InvalidInput,
-                Status::invalid_argument(if namespace.is_empty() {
-                    "missing_namespace: set the namespace field"
-                } else {
-                    "invalid_namespace: namespace must be 1-255 printable characters without spaces or '/'"
-                }),
-            ))
+                Err(refusal) => Err(refusal),
+            },
+            Err(refusal) => Err(refusal.clone()),
         };
-        drop(permit);
-        let elapsed = started.elapsed();
-        self.state.metrics.observe(
-            Transport::Grpc,
-            op,
-            result.as_ref().map(|_| ()).map_err(|(class, _)| *class),
-            count,
-            bytes,
-            elapsed,
-        );
-        let (status, code) = match &result {
-            Ok(_) => (200, "ok"),
-            Err((class, status)) => (
-                super::error::http_status(*class).as_u16(),
-                grpc_error_code(status),
-            ),
-        };
-        self.state.audit.record(&crate::audit::Record {
-            listener: "grpc",
-            request_id: &caller.request_id,
-            client: caller.client,
-            principal: caller.principal.as_ref().ok().map(|p| p.id.as_str()),
-            namespace: valid.then_some(namespace.as_str()),
-            op: op.as_str(),
+        pipeline.finish(&Report {
+            transport: Transport::Grpc,
+            operation,
+            request_id: &ticket.request_id,
+            client: ticket.client,
+            principal: Some(&ticket.principal.id),
+            namespace: checked.as_deref().ok(),
             payloads: count,
             bytes,
-            status,
-            result: code,
-            duration: elapsed,
+            result: result.as_ref().map(|_| ()),
+            started: ticket.started,
         });
         result
             .map(|payloads| Response::new(Payloads { payloads }))
-            .map_err(|(_, status)| status)
-    }
-}
-
-/// Who called, for authorization and the audit log.
-struct Caller {
-    request_id: String,
-    client: Option<std::net::SocketAddr>,
-    principal: Result<Principal, AuthError>,
-}
-
-impl GrpcCodec {
-    async fn caller<T>(&self, request: &Request<T>) -> Caller {
-        let metadata = request.metadata();
-        let text = |key: &str| metadata.get(key).and_then(|value| value.to_str().ok());
-        // Over TCP the connection is served by `super::listener`, which adds the peer (and a
-        // verified client certificate's names); over the Unix socket there is none.
-        let peer = request.extensions().get::<Peer>();
-        let credentials = Credentials {
-            authorization: text("authorization"),
-            authorization_extras: text("authorization-extras"),
-            cookie_token: None,
-            client_cert_names: peer.map(|peer| &peer.client_cert_names[..]).unwrap_or(&[]),
-        };
-        let principal = self.authenticator.authenticate(&credentials).await;
-        Caller {
-            request_id: crate::audit::request_id(text("x-request-id")),
-            client: peer
-                .map(|peer| peer.address)
-                .or_else(|| request.remote_addr()),
-            principal,
-        }
-    }
-}
-
-/// The audit log's `result` for a refused gRPC call: the status code's name.
-fn grpc_error_code(status: &Status) -> &'static str {
-    match status.code() {
-        tonic::Code::InvalidArgument => "invalid_argument",
-        tonic::Code::ResourceExhausted => "resource_exhausted",
-        tonic::Code::NotFound => "not_found",
-        tonic::Code::PermissionDenied => "permission_denied",
-        tonic::Code::Unauthenticated => "unauthenticated",
-        tonic::Code::Unavailable => "unavailable",
-        _ => "internal",
+            .map_err(|refusal| status(&refusal))
     }
 }
 
 #[tonic::async_trait]
 impl Codec for GrpcCodec {
     async fn encode(&self, request: Request<EncodeRequest>) -> Result<Response<Payloads>, Status> {
-        let caller = self.caller(&request).await;
-        let request = request.into_inner();
-        self.run(Op::Encode, caller, request.namespace, request.payloads)
-            .await
+        self.run(Operation::Encode, request, |request| {
+            (request.namespace, request.payloads)
+        })
+        .await
     }
 
     async fn decode(&self, request: Request<DecodeRequest>) -> Result<Response<Payloads>, Status> {
-        let caller = self.caller(&request).await;
-        let request = request.into_inner();
-        self.run(Op::Decode, caller, request.namespace, request.payloads)
-            .await
+        self.run(Operation::Decode, request, |request| {
+            (request.namespace, request.payloads)
+        })
+        .await
     }
 }

@@ -14,22 +14,21 @@
 //! browser shows the UI the real status instead of a network error.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::Router;
 use axum::body::{Body, to_bytes};
-use axum::extract::{Request, State};
 use axum::response::Response;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Version, header};
+use tokio::time::Instant;
 
 use super::AppState;
 use super::error::http_status;
 use super::listener::{Handler, Peer};
+use super::pipeline::{self, Operation, Pipeline, Refusal, Report, Screen};
 use crate::audit;
-use crate::auth::{AuthError, Authenticator, Authorizer, Credentials, Principal, Role};
-use crate::codec::{CodecError, ErrorClass, NamespaceCheck};
-use crate::config::{CorsConfig, valid_namespace};
-use crate::metrics::{Op, Transport};
+use crate::auth::{Credentials, Principal};
+use crate::config::CorsConfig;
+use crate::metrics::Transport;
 use crate::payload;
 
 /// The header the CLI and the Web UI name the namespace in.
@@ -39,110 +38,53 @@ const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Request headers the Web UI sends cross-origin.
 const ALLOWED_HEADERS: &str =
     "Content-Type, X-Namespace, Authorization, Authorization-Extras, X-Request-Id";
+/// Where the namespace goes, for a request that named none.
+const MISSING_NAMESPACE: &str =
+    "name the namespace in the X-Namespace header (or as the path segment before encode/decode)";
 
 /// HTTP settings.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
-    /// Largest request body.
-    pub body_limit_bytes: usize,
     /// Take the namespace from the path when `X-Namespace` is absent.
     pub namespace_from_path: bool,
-    /// Longest a codec call may take.
-    pub request_timeout: Duration,
     /// CORS.
     pub cors: CorsConfig,
-    /// The listener's name in the audit log (`worker`, `ui`).
-    pub listener: &'static str,
     /// A cookie whose value is a bearer token, for browsers that send credentials as cookies.
     pub token_cookie: Option<String>,
-    /// Who may call this listener.
-    pub authenticator: Arc<Authenticator>,
-    /// What each caller may do.
-    pub authorizer: Arc<Authorizer>,
+    /// The listener's place in the request pipeline: authentication, permits, limits.
+    pub policy: pipeline::ListenerPolicy,
 }
 
 struct Http {
-    state: AppState,
+    pipeline: Pipeline,
     options: HttpOptions,
 }
 
-/// What one codec request produced, for the response, the metrics and the audit log.
-struct Outcome {
-    response: Response,
-    result: Result<(), ErrorClass>,
-    /// `ok` or the error code answered.
-    code: &'static str,
-    payloads: usize,
-    bytes: usize,
-    namespace: Option<String>,
-    principal: Option<String>,
-}
-
-impl Outcome {
-    fn refused(response: Response, class: ErrorClass, code: &'static str) -> Self {
-        Self {
-            response,
-            result: Err(class),
-            code,
-            payloads: 0,
-            bytes: 0,
-            namespace: None,
-            principal: None,
-        }
-    }
-}
-
-/// The codec router. Every route is handled by one function so that path matching follows the
-/// protocol (final segment only), not a route table.
-pub fn router(state: AppState, options: HttpOptions) -> Router {
-    let http = Arc::new(Http { state, options });
-    Router::new().fallback(handle).with_state(http)
-}
-
-/// The codec service for the listener's accept loop: what [`router`] serves, without the
-/// router's per-request boxing, and with the peer passed along rather than looked up.
+/// The codec service for [`super::listener::serve`], and for tests that drive it in process
+/// through [`Handler::call`]: the one entry point production serves.
 #[derive(Clone)]
 pub struct CodecHandler(Arc<Http>);
 
-/// The codec service for [`super::listener::serve`].
+/// The codec service of one HTTP listener.
 pub fn handler(state: AppState, options: HttpOptions) -> CodecHandler {
-    CodecHandler(Arc::new(Http { state, options }))
+    let pipeline = Pipeline::new(state, options.policy.clone());
+    CodecHandler(Arc::new(Http { pipeline, options }))
 }
 
 impl Handler for CodecHandler {
     fn call(
         &self,
-        request: http::Request<hyper::body::Incoming>,
+        request: Request<Body>,
         peer: Option<Peer>,
     ) -> impl Future<Output = Response> + Send + 'static + use<> {
         let http = Arc::clone(&self.0);
         // Boxed: the request's future is a few kilobytes of state, which hyper would otherwise
         // copy on every move (measured: about 1% of a 1 KiB request's CPU time in memcpy).
-        Box::pin(async move { answer(&http, request.map(Body::new), peer.as_ref()).await })
+        Box::pin(async move { answer(&http, request, peer.as_ref()).await })
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Operation {
-    Encode,
-    Decode,
-}
-
-impl Operation {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Encode => "encode",
-            Self::Decode => "decode",
-        }
-    }
-}
-
-async fn handle(State(http): State<Arc<Http>>, request: Request) -> Response {
-    let peer = request.extensions().get::<Peer>().cloned();
-    answer(&http, request, peer.as_ref()).await
-}
-
-async fn answer(http: &Http, request: Request, peer: Option<&Peer>) -> Response {
+async fn answer(http: &Http, request: Request<Body>, peer: Option<&Peer>) -> Response {
     let origin = request.headers().get(header::ORIGIN).cloned();
     let preflight = request.method() == Method::OPTIONS;
     let mut response = http.route(request, peer).await;
@@ -235,21 +177,36 @@ fn method_not_allowed(allow: &'static str) -> Response {
     response
 }
 
-fn codec_error_response(operation: Operation, namespace: &str, error: &CodecError) -> Response {
-    let class = error.class();
-    match class {
-        ErrorClass::Internal | ErrorClass::Unavailable => {
-            tracing::warn!(op = operation.as_str(), namespace, %error, "codec request failed");
-        }
-        _ => {
-            tracing::debug!(op = operation.as_str(), namespace, error = ?error, "codec request refused")
-        }
+/// The response for a refusal: the JSON error, `Retry-After` and `WWW-Authenticate` when the
+/// refusal carries them.
+fn refusal_response(refusal: &Refusal) -> Response {
+    let mut response = error_response(http_status(refusal.class), refusal.code, &refusal.message);
+    let headers = response.headers_mut();
+    if let Some(seconds) = refusal.retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
     }
-    error_response(http_status(class), error.code(), &error.public_message())
+    if let Some(challenge) = refusal.challenge {
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+    }
+    response
+}
+
+/// What the pipeline learned about a request, for its report.
+#[derive(Default)]
+struct Seen {
+    principal: Option<Principal>,
+    namespace: Option<String>,
+    payloads: usize,
+    bytes: usize,
+    /// The whole body was read: the connection can serve the next request after a refusal.
+    body_read: bool,
 }
 
 impl Http {
-    async fn route(&self, request: Request, peer: Option<&Peer>) -> Response {
+    async fn route(&self, request: Request<Body>, peer: Option<&Peer>) -> Response {
         // A clone of the URI shares its bytes (no copy); the path outlives the request's move.
         let uri = request.uri().clone();
         let path = uri.path();
@@ -261,13 +218,14 @@ impl Http {
                 };
             }
             "/readyz" => {
+                // The reason (a provider's error) is for operators: the admin listener and the
+                // log say it; a codec caller learns only the state.
                 return match *request.method() {
-                    Method::GET | Method::HEAD => match self.state.readiness.reason() {
+                    Method::GET | Method::HEAD => match self.pipeline.state().readiness.reason() {
                         None => text_response(StatusCode::OK, "ready\n".to_owned()),
-                        Some(reason) => text_response(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            format!("not ready: {reason}\n"),
-                        ),
+                        Some(_) => {
+                            text_response(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned())
+                        }
                     },
                     _ => method_not_allowed("GET"),
                 };
@@ -313,313 +271,206 @@ impl Http {
                 .get(REQUEST_ID_HEADER)
                 .and_then(|value| value.to_str().ok()),
         );
-        let client = peer.map(|peer| peer.address);
-        // Load shedding: a request over the limit is refused at once, before its body is read.
-        let outcome = match Arc::clone(&self.state.in_flight).try_acquire_owned() {
-            Ok(permit) => {
-                let outcome = self.codec(operation, prefix, request, peer).await;
-                drop(permit);
-                outcome
-            }
-            Err(_) => {
-                discard_body(request.into_body(), self.options.body_limit_bytes).await;
-                let mut response = error_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "overloaded",
-                    "too many requests in flight; retry shortly",
-                );
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                Outcome::refused(response, ErrorClass::Unavailable, "overloaded")
-            }
-        };
-        let op = match operation {
-            Operation::Encode => Op::Encode,
-            Operation::Decode => Op::Decode,
-        };
-        let elapsed = started.elapsed();
-        self.state.metrics.observe(
-            Transport::Http,
-            op,
-            outcome.result,
-            outcome.payloads,
-            outcome.bytes,
-            elapsed,
-        );
-        let mut response = outcome.response;
-        self.state.audit.record(&audit::Record {
-            listener: self.options.listener,
+        let http1 = request.version() <= Version::HTTP_11;
+        let mut seen = Seen::default();
+        let result = self
+            .codec(operation, prefix, request, peer, &mut seen)
+            .await;
+        let refusal = result.as_ref().err();
+        self.pipeline.finish(&Report {
+            transport: Transport::Http,
+            operation,
             request_id: &request_id,
-            client,
-            principal: outcome.principal.as_deref(),
-            namespace: outcome.namespace.as_deref(),
-            op: operation.as_str(),
-            payloads: outcome.payloads,
-            bytes: outcome.bytes,
-            status: response.status().as_u16(),
-            result: outcome.code,
-            duration: elapsed,
+            client: peer.map(|peer| peer.address),
+            principal: seen.principal.as_ref().map(|p| p.id.as_str()),
+            namespace: seen.namespace.as_deref(),
+            payloads: seen.payloads,
+            bytes: seen.bytes,
+            result: refusal.map_or(Ok(()), Err),
+            started,
         });
+        let mut response = match result {
+            Ok(response) => response,
+            Err(refusal) => {
+                let mut response = refusal_response(&refusal);
+                // A refused request's connection is not reused: whatever the client still
+                // sends of its body is not read, and the next request starts afresh.
+                if http1 && !seen.body_read {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
+            }
+        };
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
         response
     }
 
-    /// Serves one encode or decode: namespace, body, parse, codec, answer.
+    /// One encode or decode, through the pipeline's steps in order (see [`pipeline`]).
     async fn codec(
         &self,
         operation: Operation,
         prefix: &str,
-        request: Request,
+        request: Request<Body>,
         peer: Option<&Peer>,
-    ) -> Outcome {
-        // Who is calling, before anything else is looked at: an unauthenticated caller learns
-        // nothing about namespaces and makes the server buffer nothing.
-        let principal = match self.authenticate(request.headers(), peer).await {
-            Ok(principal) => principal,
-            Err(error) => {
-                discard_body(request.into_body(), self.options.body_limit_bytes).await;
-                return auth_refused(&error);
-            }
-        };
-        let namespace = match self.namespace(request.headers(), prefix) {
-            Ok(namespace) => namespace,
-            Err((response, code)) => {
-                return Outcome {
-                    principal: Some(principal.id),
-                    ..Outcome::refused(*response, ErrorClass::InvalidInput, code)
-                };
-            }
-        };
-        let role = match operation {
-            Operation::Encode => Role::Write,
-            Operation::Decode => Role::Read,
-        };
-        if !self.options.authorizer.permits(
-            &self.options.authenticator,
-            &principal,
-            &namespace,
-            role,
-        ) {
-            tracing::debug!(principal = %principal.id, namespace, %role, "codec request forbidden");
-            discard_body(request.into_body(), self.options.body_limit_bytes).await;
-            return Outcome {
-                principal: Some(principal.id),
-                namespace: Some(namespace),
-                ..Outcome::refused(
-                    error_response(
-                        StatusCode::FORBIDDEN,
-                        Authorizer::DENIED_CODE,
-                        &format!(
-                            "not allowed to {} in this namespace (needs the {role} role)",
-                            operation.as_str()
-                        ),
-                    ),
-                    ErrorClass::Forbidden,
-                    Authorizer::DENIED_CODE,
-                )
-            };
+        seen: &mut Seen,
+    ) -> Result<Response, Refusal> {
+        let pipeline = &self.pipeline;
+        let (parts, body) = request.into_parts();
+        let headers = &parts.headers;
+        let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        let screened = pipeline.screen(&Screen {
+            origin: text(header::ORIGIN),
+            host: parts
+                .uri
+                .authority()
+                .map(|authority| authority.as_str())
+                .or_else(|| text(header::HOST)),
+            content_type: Some(text(header::CONTENT_TYPE)),
+        });
+        if let Err(refusal) = screened {
+            linger(body).await;
+            return Err(refusal);
         }
-        let principal = Some(principal.id);
-        let refused = |response, class, code| Outcome {
-            namespace: Some(namespace.clone()),
-            principal: principal.clone(),
-            ..Outcome::refused(response, class, code)
+        let cookie = self.cookie_token(headers);
+        let principal = match pipeline
+            .authenticate(&credentials(headers, peer, cookie.as_deref()))
+            .await
+        {
+            Ok(principal) => seen.principal.insert(principal),
+            Err(refusal) => {
+                linger(body).await;
+                return Err(refusal);
+            }
         };
-        let limit = self.options.body_limit_bytes;
-        let declared = request
-            .headers()
+        let namespace = match self.namespace(headers, prefix) {
+            Ok(namespace) => seen.namespace.insert(namespace),
+            Err(refusal) => {
+                linger(body).await;
+                return Err(refusal);
+            }
+        };
+        let admitted = match pipeline
+            .authorize(principal, namespace, operation)
+            .and_then(|()| pipeline.admit())
+        {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                linger(body).await;
+                return Err(refusal);
+            }
+        };
+        let limit = pipeline.policy().body_limit_bytes;
+        let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse::<u64>().ok());
         if declared.is_some_and(|length| length > limit as u64) {
-            return refused(too_large(limit), ErrorClass::TooLarge, "body_too_large");
+            return Err(Refusal::too_large(limit));
         }
-        let body = match to_bytes(request.into_body(), limit).await {
-            Ok(body) => body,
-            Err(error) => {
+        let body = match tokio::time::timeout_at(admitted.deadline, to_bytes(body, limit)).await {
+            Ok(Ok(body)) => {
+                seen.body_read = true;
+                body
+            }
+            Ok(Err(error)) => {
                 let too_big = std::error::Error::source(&error)
                     .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-                return if too_big {
-                    refused(too_large(limit), ErrorClass::TooLarge, "body_too_large")
+                return Err(if too_big {
+                    Refusal::too_large(limit)
                 } else {
-                    refused(
-                        error_response(
-                            StatusCode::BAD_REQUEST,
-                            "bad_body",
-                            "could not read the request body",
-                        ),
-                        ErrorClass::InvalidInput,
+                    Refusal::new(
+                        crate::codec::ErrorClass::InvalidInput,
                         "bad_body",
+                        "could not read the request body",
                     )
-                };
+                });
             }
+            Err(_) => return Err(Refusal::body_timeout()),
         };
-        let payloads = match payload::from_json(&body) {
-            Ok(payloads) => payloads,
-            Err(error) => {
-                return refused(
-                    error_response(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_json",
-                        &format!("body is not a valid Payloads JSON document: {error}"),
-                    ),
-                    ErrorClass::InvalidInput,
-                    "invalid_json",
-                );
-            }
-        };
+        let payloads = payload::from_json(&body).map_err(|error| {
+            Refusal::new(
+                crate::codec::ErrorClass::InvalidInput,
+                "invalid_json",
+                format!("body is not a valid Payloads JSON document: {error}"),
+            )
+        })?;
         drop(body);
-        let count = payloads.len();
-        let bytes = payloads.iter().map(payload::Payload::size).sum();
-        let codec = &self.state.codec;
-        let work = async {
-            match operation {
-                Operation::Encode => codec.encode(&namespace, payloads).await,
-                Operation::Decode => {
-                    codec
-                        .decode(NamespaceCheck::Expect(&namespace), payloads)
-                        .await
-                }
-            }
-        };
-        let result = match tokio::time::timeout(self.options.request_timeout, work).await {
-            Ok(result) => result,
-            Err(_) => {
-                return Outcome {
-                    response: error_response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "timeout",
-                        "the request took longer than the configured request timeout",
-                    ),
-                    result: Err(ErrorClass::Unavailable),
-                    code: "timeout",
-                    payloads: count,
-                    bytes,
-                    namespace: Some(namespace),
-                    principal,
-                };
-            }
-        };
-        match result {
-            Ok(payloads) => {
-                let mut out = Vec::new();
-                payload::to_json(&payloads, &mut out);
-                let mut response = Response::new(Body::from(out));
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                Outcome {
-                    response,
-                    result: Ok(()),
-                    code: "ok",
-                    payloads: count,
-                    bytes,
-                    namespace: Some(namespace),
-                    principal,
-                }
-            }
-            Err(error) => Outcome {
-                response: codec_error_response(operation, &namespace, &error),
-                result: Err(error.class()),
-                code: error.code(),
-                payloads: count,
-                bytes,
-                namespace: Some(namespace),
-                principal,
-            },
-        }
+        seen.payloads = payloads.len();
+        seen.bytes = payloads.iter().map(payload::Payload::size).sum();
+        let payloads = pipeline
+            .run(&admitted, operation, namespace, payloads)
+            .await?;
+        drop(admitted);
+        let mut out = Vec::new();
+        payload::to_json(&payloads, &mut out);
+        let mut response = Response::new(Body::from(out));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok(response)
     }
 
-    /// Authenticates a request with this listener's methods: `Authorization` (and the Web UI's
-    /// `Authorization-Extras`), else the token cookie, and the TLS client certificate's names.
-    async fn authenticate(
-        &self,
-        headers: &HeaderMap,
-        peer: Option<&Peer>,
-    ) -> Result<Principal, AuthError> {
-        let authenticator = &self.options.authenticator;
-        if authenticator.is_open() {
-            return Ok(Principal::anonymous());
-        }
-        let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
-        let authorization = text("authorization");
-        let extras = text("authorization-extras");
-        let cookie = match (&self.options.token_cookie, authorization) {
-            (Some(name), None) => cookie_value(headers, name),
+    /// The token cookie's value, when this listener takes one and no `Authorization` was sent.
+    fn cookie_token(&self, headers: &HeaderMap) -> Option<String> {
+        match &self.options.token_cookie {
+            Some(name) if !headers.contains_key(header::AUTHORIZATION) => {
+                cookie_value(headers, name)
+            }
             _ => None,
-        };
-        let names: &[String] = peer.map(|peer| &peer.client_cert_names[..]).unwrap_or(&[]);
-        let credentials = Credentials {
-            authorization,
-            authorization_extras: extras,
-            cookie_token: cookie.as_deref(),
-            client_cert_names: names,
-        };
-        authenticator.authenticate(&credentials).await
+        }
     }
 
-    fn namespace(
-        &self,
-        headers: &HeaderMap,
-        prefix: &str,
-    ) -> Result<String, (Box<Response>, &'static str)> {
-        let from_header = headers
-            .get(NAMESPACE_HEADER)
-            .map(|value| value.to_str().map(str::trim));
-        let candidate = match from_header {
-            Some(Ok(name)) if !name.is_empty() => name.to_owned(),
+    /// The namespace from `X-Namespace`, else (when enabled) the path segment before
+    /// `encode`/`decode`.
+    fn namespace(&self, headers: &HeaderMap, prefix: &str) -> Result<String, Refusal> {
+        let candidate = match headers.get(NAMESPACE_HEADER).map(|value| value.to_str()) {
+            Some(Ok(name)) if !name.trim().is_empty() => Some(name),
             Some(Err(_)) => {
-                return Err((
-                    Box::new(error_response(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_namespace",
-                        "X-Namespace is not valid text",
-                    )),
+                return Err(Refusal::new(
+                    crate::codec::ErrorClass::InvalidInput,
                     "invalid_namespace",
+                    "X-Namespace is not valid text",
                 ));
             }
-            _ => {
-                let segment = prefix.rsplit('/').next().unwrap_or("");
-                if self.options.namespace_from_path && !segment.is_empty() {
-                    segment.to_owned()
-                } else {
-                    return Err((
-                        Box::new(error_response(
-                            StatusCode::BAD_REQUEST,
-                            "missing_namespace",
-                            "name the namespace in the X-Namespace header (or as the path segment before encode/decode)",
-                        )),
-                        "missing_namespace",
-                    ));
-                }
-            }
+            _ => Some(prefix.rsplit('/').next().unwrap_or(""))
+                .filter(|segment| self.options.namespace_from_path && !segment.is_empty()),
         };
-        if !valid_namespace(&candidate) {
-            return Err((
-                Box::new(error_response(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_namespace",
-                    "namespace must be 1-255 printable characters without spaces or '/'",
-                )),
-                "invalid_namespace",
-            ));
-        }
-        Ok(candidate)
+        pipeline::namespace(candidate, MISSING_NAMESPACE)
     }
 }
 
-/// How long a refused request's body is read and thrown away before the answer is sent.
-const DISCARD_TIME: Duration = Duration::from_secs(10);
+/// The credentials a request carries: `Authorization` (and the Web UI's
+/// `Authorization-Extras`), the token cookie, and the TLS client certificate's names.
+fn credentials<'a>(
+    headers: &'a HeaderMap,
+    peer: Option<&'a Peer>,
+    cookie_token: Option<&'a str>,
+) -> Credentials<'a> {
+    let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    Credentials {
+        authorization: text("authorization"),
+        authorization_extras: text("authorization-extras"),
+        cookie_token,
+        client_cert_names: peer.map(|peer| &peer.client_cert_names[..]).unwrap_or(&[]),
+    }
+}
 
-/// Reads and drops a refused request's body (up to `limit` bytes and [`DISCARD_TIME`]), holding
-/// no more than one chunk at a time. Answering while the client is still sending and then
-/// closing would make the kernel reset the connection, and the client would see a broken pipe
-/// instead of the 401 or 503 it was sent.
-async fn discard_body(body: Body, limit: usize) {
+/// How much of a refused request's body is read, at most, before the answer is sent.
+const LINGER_BYTES: usize = 256 << 10;
+/// How long, at most, a refused request's body is read before the answer is sent.
+const LINGER_TIME: Duration = Duration::from_millis(250);
+
+/// Reads and drops what a refused request has already sent of its body, within
+/// [`LINGER_BYTES`] and [`LINGER_TIME`], then answers (and the connection closes). Answering
+/// while a client is still mid-send and closing at once would make the kernel reset the
+/// connection, and a client with a small body would see a broken pipe instead of its 401 or
+/// 503; a larger or slower body is not waited for: the refusal holds nothing for long.
+async fn linger(body: Body) {
     use http_body_util::BodyExt;
     let mut body = body;
     let mut seen = 0usize;
@@ -627,39 +478,13 @@ async fn discard_body(body: Body, limit: usize) {
         while let Some(Ok(frame)) = body.frame().await {
             if let Some(data) = frame.data_ref() {
                 seen = seen.saturating_add(data.len());
-                if seen > limit {
+                if seen > LINGER_BYTES {
                     break;
                 }
             }
         }
     };
-    let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
-}
-
-/// The answer to a request that did not authenticate: 401 with `WWW-Authenticate`, or 503
-/// when the issuer's signing keys could not be fetched.
-fn auth_refused(error: &AuthError) -> Outcome {
-    if error.is_unavailable() {
-        let mut response = error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "auth_unavailable",
-            &error.to_string(),
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        return Outcome::refused(response, ErrorClass::Unavailable, error.code());
-    }
-    let mut response = error_response(
-        StatusCode::UNAUTHORIZED,
-        "unauthenticated",
-        &error.to_string(),
-    );
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static(error.www_authenticate()),
-    );
-    Outcome::refused(response, ErrorClass::Unauthenticated, error.code())
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
 /// The value of cookie `name` from the `Cookie` headers, without surrounding quotes.
@@ -679,12 +504,4 @@ fn empty(status: StatusCode) -> Response {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = status;
     response
-}
-
-fn too_large(limit: usize) -> Response {
-    error_response(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        &format!("request body exceeds the limit of {limit} bytes"),
-    )
 }

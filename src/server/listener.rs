@@ -55,7 +55,7 @@ pub trait Handler: Clone + Send + Sync + 'static {
     /// Answers one request.
     fn call(
         &self,
-        request: Request<Incoming>,
+        request: Request<Body>,
         peer: Option<Peer>,
     ) -> impl Future<Output = Response> + Send + 'static + use<Self>;
 }
@@ -64,7 +64,7 @@ pub trait Handler: Clone + Send + Sync + 'static {
 impl Handler for Router {
     fn call(
         &self,
-        mut request: Request<Incoming>,
+        mut request: Request<Body>,
         peer: Option<Peer>,
     ) -> impl Future<Output = Response> + Send + 'static + use<> {
         if let Some(peer) = peer {
@@ -73,7 +73,7 @@ impl Handler for Router {
         }
         let router = self.clone();
         async move {
-            let Ok(response) = router.oneshot(request.map(Body::new)).await;
+            let Ok(response) = router.oneshot(request).await;
             response
         }
     }
@@ -97,6 +97,12 @@ pub struct ListenerOptions {
 
 /// How long a client has for the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an HTTP/2 connection is pinged.
+const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(20);
+/// How long an HTTP/2 ping may go unanswered before the connection is closed.
+const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// Most concurrent streams on one HTTP/2 connection (each codec call still needs a permit).
+const HTTP2_MAX_STREAMS: u32 = 256;
 /// hyper's smallest HTTP/1 read buffer.
 const MIN_HEAD_BUFFER: usize = 8192;
 
@@ -244,7 +250,7 @@ async fn serve_io<S>(
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let http1 = request.version() <= Version::HTTP_11;
         phase.serving();
-        let answer = app.call(request, peer.clone());
+        let answer = app.call(request.map(Body::new), peer.clone());
         let (draining, phase) = (draining.clone(), phase.clone());
         async move {
             let mut response = answer.await;
@@ -266,9 +272,14 @@ async fn serve_io<S>(
         // idle keep-alive connections after the head timeout.
         .header_read_timeout(None)
         .max_buf_size(options.max_header_bytes.max(MIN_HEAD_BUFFER));
+    // HTTP/2: `Timed` bounds the preface and the time without a stream; pings find peers that
+    // went away without closing; a bounded number of streams per connection.
     builder
         .http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval(Some(HTTP2_PING_INTERVAL))
+        .keep_alive_timeout(HTTP2_PING_TIMEOUT)
+        .max_concurrent_streams(HTTP2_MAX_STREAMS)
         .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX));
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);

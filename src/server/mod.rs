@@ -1,7 +1,9 @@
-//! Transports: the Temporal Codec Server HTTP protocol (and, later, gRPC), plus health.
+//! Transports: the Temporal Codec Server HTTP protocol and the gRPC codec service, plus health.
 //!
-//! Transports parse requests, call [`crate::codec::Codec`] and map its errors through the one
-//! table in [`error`]. They never call key providers directly.
+//! Transports parse requests and render answers; every codec request goes through the one
+//! [`pipeline`] (screening, authentication, authorization, permits, deadlines, metrics, audit),
+//! which calls [`crate::codec::Codec`], and every failure is mapped through the one table in
+//! [`error`]. Transports never call key providers directly.
 
 pub mod admin;
 pub mod admin_api;
@@ -9,6 +11,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod listener;
+pub mod pipeline;
 pub mod timed;
 pub mod tls;
 

@@ -11,9 +11,16 @@
 //!   the idle timeouts of common HTTP clients (Go 90 s, aiohttp 15 s, undici 4 s), so that the
 //!   client, not the server, normally closes an idle connection.
 //!
-//! While the handler holds a request (body and answer) no timer runs here: the request timeout
-//! governs. HTTP/2 connections (detected from their preface) pass through untouched; HTTP/2 has
-//! its own flow control and pings.
+//! While the handler holds a request (body and answer) no timer runs here: the request pipeline's
+//! deadline governs (`super::pipeline`).
+//!
+//! HTTP/2 connections are told apart by their 24-byte preface. A preface is a head like any
+//! other: once its first byte arrived, it has [`HEAD_TIMEOUT`] to be complete (a client that
+//! sends `PRI` and stops is closed like a partial HTTP/1 head). After the preface, the first
+//! stream must begin within the same [`HEAD_TIMEOUT`] of the connection's start, and once every
+//! stream has been answered the connection may idle for [`IDLE_TIMEOUT`]; frames that open no
+//! stream (pings, settings, window updates) do not count as activity. Dead peers are found by
+//! HTTP/2 pings (`super::listener`).
 //!
 //! Timers are cheap on the hot path: a keep-alive request that arrives in one read moves the
 //! idle deadline (an `Instant`) once, and the one `Sleep` per connection is only reset when it
@@ -22,7 +29,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -44,19 +51,48 @@ const SERVING: u8 = 2;
 /// `Timed::seen` only: a head has begun and its deadline is not set yet.
 const READING_UNTIMED: u8 = 3;
 
+/// The HTTP/2 connection preface (RFC 9113, section 3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// Where a connection is in its request cycle, shared by the stream and the request handler.
 #[derive(Debug, Clone)]
-pub struct Phase(Arc<AtomicU8>);
+pub struct Phase(Arc<PhaseState>);
+
+#[derive(Debug)]
+struct PhaseState {
+    state: AtomicU8,
+    /// Requests the handler holds (HTTP/2 serves several at once).
+    active: AtomicU32,
+}
 
 impl Phase {
-    /// The handler took a request: no head or idle timer until it answers.
-    pub fn serving(&self) {
-        self.0.store(SERVING, Ordering::Release);
+    fn new() -> Self {
+        Self(Arc::new(PhaseState {
+            state: AtomicU8::new(WAITING),
+            active: AtomicU32::new(0),
+        }))
     }
 
-    /// The handler answered: the connection waits for the next request.
+    fn load(&self) -> u8 {
+        self.0.state.load(Ordering::Acquire)
+    }
+
+    fn store(&self, state: u8) {
+        self.0.state.store(state, Ordering::Release);
+    }
+
+    /// The handler took a request: no head or idle timer until it answers.
+    pub fn serving(&self) {
+        self.0.active.fetch_add(1, Ordering::AcqRel);
+        self.store(SERVING);
+    }
+
+    /// The handler answered: once no request is held, the connection waits for the next one.
     pub fn answered(&self) {
-        self.0.store(WAITING, Ordering::Release);
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) <= 1 {
+            self.0.active.store(0, Ordering::Release);
+            self.store(WAITING);
+        }
     }
 }
 
@@ -73,8 +109,10 @@ pub struct Timed<S> {
     timer: Pin<Box<Sleep>>,
     /// When `timer` fires (it may be earlier than `deadline`: then it is re-armed).
     timer_at: Instant,
-    /// `Some(true)` once the stream turned out to be HTTP/2, `Some(false)` for HTTP/1.
+    /// `Some(true)` once the stream sent the whole HTTP/2 preface, `Some(false)` for HTTP/1.
     http2: Option<bool>,
+    /// How many bytes of the HTTP/2 preface have arrived so far.
+    preface_at: usize,
     head_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -86,7 +124,7 @@ impl<S> Timed<S> {
     }
 
     fn with_timeouts(inner: S, head_timeout: Duration, idle_timeout: Duration) -> (Self, Phase) {
-        let phase = Phase(Arc::new(AtomicU8::new(WAITING)));
+        let phase = Phase::new();
         let deadline = Instant::now() + head_timeout;
         let timed = Self {
             inner,
@@ -96,6 +134,7 @@ impl<S> Timed<S> {
             timer: Box::pin(tokio::time::sleep_until(deadline)),
             timer_at: deadline,
             http2: None,
+            preface_at: 0,
             head_timeout,
             idle_timeout,
         };
@@ -124,16 +163,27 @@ impl<S> Timed<S> {
 
     fn note_bytes(&mut self, bytes: &[u8]) {
         if self.http2.is_none() {
-            const PREFACE: &[u8] = b"PRI * HTTP/2.0";
-            let seen = bytes.len().min(PREFACE.len());
-            if bytes[..seen] != PREFACE[..seen] {
+            let at = self.preface_at;
+            let seen = bytes.len().min(PREFACE.len() - at);
+            if bytes[..seen] != PREFACE[at..at + seen] {
                 self.http2 = Some(false);
-            } else if seen >= 3 {
-                self.http2 = Some(true);
+            } else {
+                self.preface_at += seen;
+                if self.preface_at == PREFACE.len() {
+                    // The preface is complete: the first stream is due by the deadline already
+                    // set (the connection's start, or the preface's first byte).
+                    self.http2 = Some(true);
+                    self.phase.store(WAITING);
+                    self.seen = WAITING;
+                    return;
+                }
             }
         }
-        if self.phase.0.load(Ordering::Acquire) == WAITING {
-            self.phase.0.store(READING, Ordering::Release);
+        if self.http2 == Some(true) {
+            return;
+        }
+        if self.phase.load() == WAITING {
+            self.phase.store(READING);
             // The head's deadline is set when a read finds no more bytes (below): a head that
             // arrives in one read, the usual case, costs no clock read.
             self.seen = READING_UNTIMED;
@@ -150,9 +200,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if this.http2 == Some(true) {
-            return result;
-        }
         match result {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
@@ -161,7 +208,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
-                let phase = this.phase.0.load(Ordering::Acquire);
+                let phase = this.phase.load();
                 match phase {
                     SERVING => {
                         this.seen = SERVING;
@@ -323,15 +370,61 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn http2_passes_through_without_timers() {
+    async fn a_partial_http2_preface_is_closed_like_a_partial_head() {
         let (mut client, server) = tokio::io::duplex(1024);
         let (mut server, _phase) = Timed::with_timeouts(server, HEAD, IDLE);
-        client
-            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-            .await
-            .unwrap();
+        client.write_all(b"PRI").await.unwrap();
+        assert_eq!(read_some(&mut server).await.unwrap(), b"PRI");
+        let started = Instant::now();
+        let error = read_some(&mut server).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed().as_secs(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http2_connection_is_timed_between_streams_and_not_during_them() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let (mut server, phase) = Timed::with_timeouts(server, HEAD, IDLE);
+        client.write_all(PREFACE).await.unwrap();
         read_some(&mut server).await.unwrap();
+        // A stream is being served: pings and body frames may come and go, no timer runs.
+        phase.serving();
+        phase.serving();
+        phase.answered();
         let pending = tokio::time::timeout(Duration::from_secs(3600), read_some(&mut server)).await;
-        assert!(pending.is_err(), "an HTTP/2 connection was timed out");
+        assert!(
+            pending.is_err(),
+            "an HTTP/2 connection was timed out during a stream"
+        );
+        // Every stream answered: the idle timer runs, and frames that open no stream (a ping)
+        // do not move it.
+        phase.answered();
+        let started = Instant::now();
+        let pinger = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            let _ = client.write_all(b"\0\0\x08\x06\0\0\0\0\0pingping").await;
+            client
+        });
+        let error = loop {
+            match read_some(&mut server).await {
+                Ok(_) => continue,
+                Err(error) => break error,
+            }
+        };
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed().as_secs(), 120);
+        drop(pinger.await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http2_connection_that_opens_no_stream_closes_after_the_head_timeout() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let (mut server, _phase) = Timed::with_timeouts(server, HEAD, IDLE);
+        let started = Instant::now();
+        client.write_all(PREFACE).await.unwrap();
+        read_some(&mut server).await.unwrap();
+        let error = read_some(&mut server).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed().as_secs(), 10);
     }
 }
