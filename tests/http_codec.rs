@@ -716,7 +716,8 @@ async fn an_open_listener_refuses_what_a_browser_could_be_tricked_into_sending()
         )
         .await
         .to_string();
-    let cases: &[(&[(&str, &str)], StatusCode, &str)] = &[
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+    let cases: &[(Headers, StatusCode, &str)] = &[
         // A cross-site form or fetch without a preflight can only send these types.
         (
             &[("content-type", "text/plain"), ("x-namespace", "alpha")],
