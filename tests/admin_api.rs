@@ -289,7 +289,10 @@ fn the_cli_talks_to_a_running_process_with_the_token() {
     let encoded = http_request(
         "POST",
         &format!("{}/encode", k.url()),
-        &[("X-Namespace", "alpha")],
+        &[
+            ("X-Namespace", "alpha"),
+            ("Content-Type", "application/json"),
+        ],
         br#"{"payloads":[{"data":"eA=="}]}"#,
     )
     .unwrap();

@@ -620,6 +620,7 @@ async fn grpc_callers_authenticate_with_authorization_metadata() {
 [server]
 grpc_listen = "127.0.0.1:{grpc_port}"
 auth = ["token"]
+body_limit_bytes = "64KiB"
 [auth.tokens.worker]
 file = {worker:?}
 [[authz.rules]]
@@ -666,6 +667,25 @@ path = {audit:?}
         .await
         .unwrap_err();
     assert_eq!(forbidden.code(), tonic::Code::PermissionDenied);
+    // Authentication comes from the metadata, before the message is read: a caller without a
+    // token learns nothing about the message (here: that it is over the size limit).
+    let big = || {
+        let mut request = request("orders", None);
+        request.get_mut().payloads.push(kmscodec::payload::Payload {
+            data: vec![0x42; 256 << 10],
+            ..Default::default()
+        });
+        request
+    };
+    let unread = client.encode(big()).await.unwrap_err();
+    assert_eq!(unread.code(), tonic::Code::Unauthenticated, "{unread:?}");
+    let mut read = big();
+    read.metadata_mut().insert(
+        "authorization",
+        "Bearer worker-token-0123456789".parse().unwrap(),
+    );
+    let over = client.encode(read).await.unwrap_err();
+    assert_eq!(over.code(), tonic::Code::OutOfRange, "{over:?}");
     client
         .encode(request("orders", Some("worker-token-0123456789")))
         .await
@@ -674,7 +694,7 @@ path = {audit:?}
     let response = common::codec_post(&codec, "encode", "orders", &json_document("x"));
     assert_eq!(response.status, 401);
     common::wait_for_audit(&dir.join("audit.log"), |text| {
-        text.matches("\"listener\":\"grpc\"").count() >= 4
+        text.matches("\"listener\":\"grpc\"").count() >= 6
     });
     let grpc_lines: Vec<Value> = common::audit_lines(&dir.join("audit.log"))
         .into_iter()
@@ -686,14 +706,18 @@ path = {audit:?}
         .collect();
     assert_eq!(
         results,
+        // The same words as over HTTP: one pipeline, one vocabulary.
         [
-            "unauthenticated",
-            "unauthenticated",
-            "permission_denied",
+            "missing_credentials",
+            "invalid_credentials",
+            "forbidden",
+            "missing_credentials",
+            "body_too_large",
             "ok"
         ]
     );
-    assert_eq!(grpc_lines[3]["principal"], "token:worker");
+    assert_eq!(grpc_lines[4]["principal"], "token:worker");
+    assert_eq!(grpc_lines[5]["principal"], "token:worker");
 }
 
 #[test]

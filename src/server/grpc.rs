@@ -162,17 +162,37 @@ where
             };
             let deadline = admitted.deadline;
             let principal_id = principal.id.clone();
-            request
-                .extensions_mut()
-                .insert(Arc::new(std::sync::Mutex::new(Some(Ticket {
-                    principal,
-                    admitted,
-                    request_id: request_id.clone(),
-                    client,
-                    started,
-                }))));
+            let slot = Arc::new(std::sync::Mutex::new(Some(Ticket {
+                principal,
+                admitted,
+                request_id: request_id.clone(),
+                client,
+                started,
+            })));
+            request.extensions_mut().insert(Arc::clone(&slot));
             match tokio::time::timeout_at(deadline, inner.call(request)).await {
-                Ok(response) => response,
+                Ok(Ok(response)) => {
+                    // The handler did not take its ticket: tonic refused the message itself
+                    // (over the size limit, not protobuf). Reported here, as the handler would.
+                    let untaken = slot.lock().ok().and_then(|mut slot| slot.take());
+                    if let Some(ticket) = untaken {
+                        let limit = pipeline.policy().body_limit_bytes;
+                        let refusal = unread_message(&response, limit);
+                        pipeline.finish(&Report {
+                            transport: Transport::Grpc,
+                            operation,
+                            request_id: &ticket.request_id,
+                            client: ticket.client,
+                            principal: Some(&ticket.principal.id),
+                            namespace: None,
+                            payloads: 0,
+                            bytes: 0,
+                            result: Err(&refusal),
+                            started: ticket.started,
+                        });
+                    }
+                    Ok(response)
+                }
                 Err(_) => {
                     // The handler did not finish (it records its own outcome when it does).
                     let refusal = Refusal::timeout();
@@ -192,6 +212,25 @@ where
                 }
             }
         })
+    }
+}
+
+/// What tonic answered for a message it would not hand to the handler, as a refusal for the
+/// report: over the size limit (OUT_OF_RANGE), or not a valid message.
+fn unread_message(response: &http::Response<Body>, limit: usize) -> Refusal {
+    let code = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<i32>().ok())
+        .map(tonic::Code::from_i32);
+    match code {
+        Some(tonic::Code::OutOfRange) => Refusal::too_large(limit),
+        _ => Refusal::new(
+            crate::codec::ErrorClass::InvalidInput,
+            "invalid_message",
+            "the message is not a valid request",
+        ),
     }
 }
 

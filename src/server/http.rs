@@ -332,7 +332,7 @@ impl Http {
             content_type: Some(text(header::CONTENT_TYPE)),
         });
         if let Err(refusal) = screened {
-            linger(body).await;
+            linger(body, pipeline.policy().body_limit_bytes).await;
             return Err(refusal);
         }
         let cookie = self.cookie_token(headers);
@@ -342,14 +342,14 @@ impl Http {
         {
             Ok(principal) => seen.principal.insert(principal),
             Err(refusal) => {
-                linger(body).await;
+                linger(body, pipeline.policy().body_limit_bytes).await;
                 return Err(refusal);
             }
         };
         let namespace = match self.namespace(headers, prefix) {
             Ok(namespace) => seen.namespace.insert(namespace),
             Err(refusal) => {
-                linger(body).await;
+                linger(body, pipeline.policy().body_limit_bytes).await;
                 return Err(refusal);
             }
         };
@@ -359,7 +359,7 @@ impl Http {
         {
             Ok(admitted) => admitted,
             Err(refusal) => {
-                linger(body).await;
+                linger(body, pipeline.policy().body_limit_bytes).await;
                 return Err(refusal);
             }
         };
@@ -460,17 +460,17 @@ fn credentials<'a>(
     }
 }
 
-/// How much of a refused request's body is read, at most, before the answer is sent.
-const LINGER_BYTES: usize = 256 << 10;
-/// How long, at most, a refused request's body is read before the answer is sent.
-const LINGER_TIME: Duration = Duration::from_millis(250);
+/// How long, at most, a refused request's body is read (and thrown away) before the answer is
+/// sent.
+const LINGER_TIME: Duration = Duration::from_secs(1);
 
-/// Reads and drops what a refused request has already sent of its body, within
-/// [`LINGER_BYTES`] and [`LINGER_TIME`], then answers (and the connection closes). Answering
-/// while a client is still mid-send and closing at once would make the kernel reset the
-/// connection, and a client with a small body would see a broken pipe instead of its 401 or
-/// 503; a larger or slower body is not waited for: the refusal holds nothing for long.
-async fn linger(body: Body) {
+/// Reads and drops a refused request's body, one chunk at a time, for at most [`LINGER_TIME`]
+/// and `limit` bytes, then answers (and the connection closes). Answering while a client is
+/// still mid-send and closing at once would make the kernel reset the connection, and the
+/// client would see a broken pipe instead of its 401 or 503; a client too slow to finish within
+/// the linger gets the answer and the close all the same. The refusal holds no permit and no
+/// buffer meanwhile.
+async fn linger(body: Body, limit: usize) {
     use http_body_util::BodyExt;
     let mut body = body;
     let mut seen = 0usize;
@@ -478,7 +478,7 @@ async fn linger(body: Body) {
         while let Some(Ok(frame)) = body.frame().await {
             if let Some(data) = frame.data_ref() {
                 seen = seen.saturating_add(data.len());
-                if seen > LINGER_BYTES {
+                if seen > limit {
                     break;
                 }
             }

@@ -19,7 +19,8 @@
 //!    permit for `request_timeout` at most.
 //! 7. **Run the codec** under the same deadline ([`Pipeline::run`]).
 //! 8. **Record** metrics and one audit line ([`Pipeline::finish`]), with one vocabulary for
-//!    `result` on every transport: `ok` or the refusal's code.
+//!    `result` on every transport: `ok`, the refusal's code, or for a failed authentication its
+//!    reason (`token_expired`, `missing_credentials`, ...).
 //!
 //! Refusals are values ([`Refusal`]): their class decides the HTTP status and gRPC code through
 //! the one table in [`super::error`], so a refusal reads the same on every transport.
@@ -85,6 +86,9 @@ pub struct Refusal {
     pub retry_after: Option<&'static str>,
     /// The `WWW-Authenticate` challenge of an authentication failure.
     pub challenge: Option<&'static str>,
+    /// The audit line's `result` when it says more than `code` (why authentication failed:
+    /// `token_expired`, `wrong_audience`, ...; the caller is told only `unauthenticated`).
+    pub reason: &'static str,
 }
 
 impl Refusal {
@@ -96,6 +100,7 @@ impl Refusal {
             message: message.into(),
             retry_after: None,
             challenge: None,
+            reason: code,
         }
     }
 
@@ -132,21 +137,26 @@ impl Refusal {
     }
 
     fn from_auth(error: &AuthError) -> Self {
-        if error.is_unavailable() {
-            return Self::new(
+        let refusal = if error.is_unavailable() {
+            Self::new(
                 ErrorClass::Unavailable,
                 "auth_unavailable",
                 error.to_string(),
             )
-            .retry_after("5");
-        }
+            .retry_after("5")
+        } else {
+            Self {
+                challenge: Some(error.www_authenticate()),
+                ..Self::new(
+                    ErrorClass::Unauthenticated,
+                    "unauthenticated",
+                    error.to_string(),
+                )
+            }
+        };
         Self {
-            challenge: Some(error.www_authenticate()),
-            ..Self::new(
-                ErrorClass::Unauthenticated,
-                "unauthenticated",
-                error.to_string(),
-            )
+            reason: error.code(),
+            ..refusal
         }
     }
 
@@ -397,7 +407,7 @@ impl Pipeline {
             Ok(()) => (Ok(()), "ok", 200),
             Err(refusal) => (
                 Err(refusal.class),
-                refusal.code,
+                refusal.reason,
                 super::error::http_status(refusal.class).as_u16(),
             ),
         };
