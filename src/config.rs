@@ -2231,6 +2231,36 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_to_vault_is_for_this_machine_unless_allowed() {
+        let config = |address: &str, allow: &str| {
+            format!(
+                "[providers.v]\nkind = \"vault\"\naddress = \"{address}\"\n{allow}\
+                 [providers.v.auth]\nmethod = \"token\"\ntoken_env = \"T\"\n\
+                 [namespaces.x]\nprovider = \"v\"\nkey = \"k\"\n"
+            )
+        };
+        let env = || vec![("T".to_owned(), "s.token".to_owned())];
+        for address in [
+            "http://127.0.0.1:8200",
+            "http://localhost:8200",
+            "http://[::1]:8200",
+            "https://vault.example.com",
+        ] {
+            Config::from_toml_str(&config(address, ""), env())
+                .unwrap_or_else(|e| panic!("{address}: {e}"));
+        }
+        for address in ["http://vault.example.com:8200", "http://10.0.0.7:8200"] {
+            let error = Config::from_toml_str(&config(address, ""), env())
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("providers.v.address"), "{error}");
+            assert!(error.contains("allow_insecure_http = true"), "{error}");
+            Config::from_toml_str(&config(address, "allow_insecure_http = true\n"), env())
+                .unwrap_or_else(|e| panic!("{address} with allow_insecure_http: {e}"));
+        }
+    }
+
+    #[test]
     fn vault_key_names_are_checked() {
         let error = parse(
             r#"
