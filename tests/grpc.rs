@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use common::Kmscodec;
 use kmscodec::payload::{Payload, Payloads};
@@ -403,4 +404,62 @@ async fn health_and_reflection_services() {
     assert!(names.contains(&"kmscodec.v1.Codec"), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
     drop(server);
+}
+
+/// A grpcio (grpc-core) client with its default settings: for a `unix:` target it sends the
+/// percent-encoded socket path as `:authority`, which is not a valid authority. The socket
+/// accepts it, for both target spellings (`unix:///abs/path`, and `unix:/abs/path` as Go
+/// programs write it).
+#[test]
+fn grpcio_with_default_settings_round_trips_over_the_unix_socket() {
+    const SCRIPT: &str = r#"
+import sys, grpc
+
+def varint(n):
+    out = b""
+    while True:
+        byte = n & 0x7f
+        n >>= 7
+        if n:
+            out += bytes([byte | 0x80])
+        else:
+            return out + bytes([byte])
+
+def field(tag, data):
+    return bytes([tag]) + varint(len(data)) + data
+
+def first_payload(payloads):
+    # Payloads { repeated Payload payloads = 1; }: the first one's bytes.
+    assert payloads[0] == 0x0a, payloads[:4]
+    length, at, shift = 0, 1, 0
+    while True:
+        byte = payloads[at]
+        at += 1
+        length |= (byte & 0x7f) << shift
+        shift += 7
+        if byte < 0x80:
+            break
+    return payloads[at:at + length]
+
+target = sys.argv[1]
+channel = grpc.insecure_channel(target)
+identity = lambda x: x
+encode = channel.unary_unary("/kmscodec.v1.Codec/Encode", request_serializer=identity, response_deserializer=identity)
+decode = channel.unary_unary("/kmscodec.v1.Codec/Decode", request_serializer=identity, response_deserializer=identity)
+plain = field(0x12, b"grpcio default authority")
+sealed = encode(field(0x0a, b"alpha") + field(0x12, plain), timeout=10)
+assert b"grpcio default authority" not in sealed
+opened = decode(field(0x0a, b"alpha") + field(0x12, first_payload(sealed)), timeout=10)
+assert first_payload(opened) == plain, opened
+print("round trip ok", target)
+"#;
+    let server = start();
+    let home = common::temp_dir("grpcio-home");
+    let socket = server.socket.to_str().unwrap().to_owned();
+    for target in [format!("unix://{socket}"), format!("unix:{socket}")] {
+        let mut cmd = common::hermetic_command(common::tool("python"), home.path());
+        cmd.args(["-c", SCRIPT, &target]);
+        let out = common::run_ok(cmd, Duration::from_secs(60));
+        assert!(out.contains("round trip ok"), "{out}");
+    }
 }

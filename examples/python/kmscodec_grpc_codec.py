@@ -97,7 +97,6 @@ class KmscodecGrpcCodec(PayloadCodec):
                     ("grpc.service_config", _SERVICE_CONFIG),
                     ("grpc.enable_retries", 1),
                     ("grpc.keepalive_time_ms", 30_000),
-                    ("grpc.default_authority", "localhost"),
                 ],
             )
             self._methods = {

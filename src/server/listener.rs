@@ -180,6 +180,8 @@ pub async fn serve(
                     connection(stream, address, app, &options, drain).await;
                 }
                 Accepted::Unix(stream) => {
+                    // On the pod-local socket any `:authority` is accepted (see `authority`).
+                    let stream = super::authority::AuthorityFix::new(stream);
                     serve_io(stream, None, app, &options, drain).await;
                 }
             }

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod admin_api;
+pub mod authority;
 pub mod error;
 pub mod grpc;
 pub mod http;
