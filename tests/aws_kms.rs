@@ -827,7 +827,8 @@ fn a_missing_region_is_a_clear_readiness_error() {
         ("AWS_EC2_METADATA_DISABLED", "true"),
     ];
     let k = Kmscodec::spawn(Some(config), &[], &env);
-    let readyz = format!("{}/readyz", k.url());
+    // The reason is for operators: the admin listener says it; the codec listener does not.
+    let readyz = format!("{}/readyz", k.admin_url());
     let mut last = None;
     common::wait_for(
         "a /readyz answer naming the region",
@@ -842,6 +843,11 @@ fn a_missing_region_is_a_clear_readiness_error() {
         },
     );
     eprintln!("readiness without a region: {last:?}");
+    let codec_readyz = http_request("GET", &format!("{}/readyz", k.url()), &[], b"").unwrap();
+    assert_eq!(
+        (codec_readyz.status, codec_readyz.text()),
+        (503, "not ready\n".to_owned())
+    );
     let response = codec_post(&k, "encode", "alpha", &json_document("x"));
     assert_eq!(response.status, 500, "{}", response.text());
 }

@@ -229,8 +229,9 @@ fn key_id(sealed: &Value) -> String {
     .unwrap()
 }
 
+/// Readiness with its reason, from the admin listener (the codec listener gives no reason).
 fn readyz(k: &Kmscodec) -> (u16, String) {
-    let reply = http_request("GET", &format!("{}/readyz", k.url()), &[], b"").unwrap();
+    let reply = http_request("GET", &format!("{}/readyz", k.admin_url()), &[], b"").unwrap();
     (reply.status, reply.text())
 }
 
