@@ -763,6 +763,8 @@ fn forged_payloads_take_no_namespace_slot_and_reach_no_provider() {
         before + 1.0,
         "a repeated forgery was unwrapped again"
     );
+    assert!(answers_within(&format!("{}/healthz", codec.url()), SLACK));
+    encode_succeeds_within(&codec, "real-1", SLACK);
 }
 
 /// Case 6: what a web page can make a browser send to the open worker listener on loopback
@@ -833,6 +835,8 @@ fn cross_site_and_rebinding_requests_get_no_plaintext() {
         "/decode",
     );
     assert_eq!(response.status, 200, "{}", response.text());
+    assert!(answers_within(&format!("{}/healthz", codec.url()), SLACK));
+    encode_succeeds_within(&codec, "ns", SLACK);
 }
 
 /// The codec listener's `/readyz` says whether, never why: the reason stays on the admin
