@@ -465,3 +465,46 @@ async fn blocking_batches_queue_for_their_turn_and_all_complete() {
         assert_eq!(decode.await.unwrap().unwrap(), batch(task));
     }
 }
+
+/// Namespaces served by the wildcard take a slot only while in use: one without an encode for
+/// the idle period is forgotten and its slot goes to the next namespace.
+#[tokio::test(start_paused = true)]
+async fn idle_wildcard_namespaces_are_forgotten_and_free_their_slots() {
+    use kmscodec::keyring::KeyringError;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyring.json");
+    LocalFile::create(&path, "dev").unwrap();
+    let local: Arc<LocalFile> = Arc::new(LocalFile::open(&path).unwrap());
+    let wildcard = NamespacePolicy {
+        provider_name: "dev".into(),
+        provider: local,
+        key: "dev".into(),
+        limits: Limits::default(),
+        metrics_label: "*".into(),
+    };
+    let policies = Policies {
+        exact: HashMap::new(),
+        wildcard: Some(wildcard),
+    };
+    let keyring = Keyring::new(policies, &CacheOptions::default(), 2)
+        .with_dynamic_idle(Duration::from_secs(60));
+    keyring.lease("a", 10).await.unwrap();
+    keyring.lease("b", 10).await.unwrap();
+    assert!(matches!(
+        keyring.lease("c", 10).await,
+        Err(KeyringError::TooManyNamespaces(2))
+    ));
+    assert_eq!(keyring.evict_idle(), 0, "nothing is idle yet");
+    tokio::time::advance(Duration::from_secs(30)).await;
+    keyring.lease("a", 10).await.unwrap();
+    tokio::time::advance(Duration::from_secs(31)).await;
+    // b has been idle for 61 s, a for 31 s.
+    assert_eq!(keyring.evict_idle(), 1);
+    keyring.lease("c", 10).await.unwrap();
+    let names: Vec<String> = keyring
+        .snapshot()
+        .into_iter()
+        .map(|snapshot| snapshot.namespace)
+        .collect();
+    assert_eq!(names, ["a", "c"]);
+}
