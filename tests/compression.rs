@@ -86,6 +86,11 @@ async fn json_of_64_kib_shrinks_three_times_and_1_kib_stays_as_it_is() {
         ratio >= 3.0,
         "64 KiB of JSON sealed at a ratio of {ratio:.2}"
     );
+    println!(
+        "64 KiB of JSON: serialized {} bytes, sealed {} bytes, ratio {ratio:.2}",
+        large.encoded_len(),
+        sealed[0].data.len()
+    );
     // 1 KiB is under the default minimum size (4 KiB): stored, in format 3.
     assert_eq!(header_of(&sealed[1]), (Format::V3, Algorithm::None));
     assert!(sealed[1].data.len() > small.encoded_len());
