@@ -12,8 +12,14 @@
 //!
 //! The baseline is this program re-executed with `--baseline-server`: it speaks the same JSON
 //! protocol (and the same gRPC service) with the same parser, and seals each serialized payload
-//! with AES-256-GCM under one fixed key and a random nonce: no header, no HKDF, no keyring. It is
-//! the practical ceiling for the protocol here; the gap to it is kmscodec's own cost.
+//! with AES-256-GCM under one fixed key and a random nonce: no header, no HKDF, no keyring. It
+//! seals with the fastest AES-256-GCM measured on this machine (aws-lc-rs, VAES/AVX-512 where
+//! the CPU has them; `cargo bench --bench aead`), so it is the practical ceiling for the
+//! protocol here, "the floor"; the gap to it is kmscodec's own cost.
+//!
+//! With `--previous PATH` (`scripts/bench.sh --previous REF` builds PATH from a git revision) a
+//! second kmscodec binary runs in the same rounds as a third server, so one run shows today's
+//! figures beside an older build's under the same machine drift.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -23,8 +29,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use kmscodec::payload::{self, Payload, Payloads};
@@ -35,7 +39,7 @@ use prost::Message;
 use serde_json::json;
 
 const USAGE: &str = "usage: kmscodec-bench [--duration SECS] [--warmup SECS] [--connections N] \
-[--rounds N] [--scenarios LIST] [--out FILE] [--kmscodec PATH] [--server-cpu N]";
+[--rounds N] [--scenarios LIST] [--out FILE] [--kmscodec PATH] [--previous PATH] [--server-cpu N]";
 
 struct Options {
     duration: Duration,
@@ -45,6 +49,8 @@ struct Options {
     scenarios: Vec<String>,
     out: PathBuf,
     kmscodec: PathBuf,
+    /// An older kmscodec binary measured in the same rounds.
+    previous: Option<PathBuf>,
     server_cpu: Option<String>,
 }
 
@@ -59,6 +65,7 @@ fn parse_options() -> Result<Options, String> {
         scenarios: SCENARIOS.iter().map(|s| s.name.to_owned()).collect(),
         out: PathBuf::from("bench-results/latest.json"),
         kmscodec: exe.with_file_name("kmscodec"),
+        previous: None,
         server_cpu: Some("0".to_owned()),
     };
     while let Some(arg) = args.next() {
@@ -83,6 +90,7 @@ fn parse_options() -> Result<Options, String> {
             "--scenarios" => options.scenarios = value()?.split(',').map(str::to_owned).collect(),
             "--out" => options.out = PathBuf::from(value()?),
             "--kmscodec" => options.kmscodec = PathBuf::from(value()?),
+            "--previous" => options.previous = Some(PathBuf::from(value()?)),
             "--server-cpu" => {
                 let cpu = value()?;
                 options.server_cpu = (cpu != "none").then_some(cpu);
@@ -246,12 +254,18 @@ fn pinned(program: &Path, cpu: &Option<String>) -> Command {
 }
 
 impl Server {
-    fn start_kmscodec(options: &Options) -> Result<Server, String> {
+    /// `kmscodec serve` from `program`, with its own data folder, as `label`.
+    fn start_kmscodec(
+        options: &Options,
+        program: &Path,
+        label: &'static str,
+    ) -> Result<Server, String> {
         // A bin target cannot use dev-dependencies: a plain folder, removed on drop.
-        let dir = std::env::temp_dir().join(format!("kmscodec-bench-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("kmscodec-bench-{}-{label}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let (http, grpc, admin) = (free_port(), free_port(), free_port());
-        let child = pinned(&options.kmscodec, &options.server_cpu)
+        let child = pinned(program, &options.server_cpu)
             .args(["serve", "--log", "warn", "--data-dir"])
             .arg(dir.join("data"))
             .args(["--listen", &format!("127.0.0.1:{http}")])
@@ -263,11 +277,11 @@ impl Server {
             .map_err(|e| {
                 format!(
                     "cannot start {}: {e} (build it: cargo build --release --bins)",
-                    options.kmscodec.display()
+                    program.display()
                 )
             })?;
         Ok(Server {
-            label: "kmscodec",
+            label,
             child,
             http: SocketAddr::from(([127, 0, 0, 1], http)),
             grpc: SocketAddr::from(([127, 0, 0, 1], grpc)),
@@ -697,47 +711,76 @@ impl Figures {
     }
 }
 
-/// Both servers' figures for a scenario, measured in alternating rounds, and each round's ratio.
+/// Every server's figures for a scenario, measured in alternating rounds, and each round's
+/// ratio of every server to the last one (the baseline).
 async fn measure(
-    kmscodec: &Server,
-    baseline: &Server,
+    servers: &[&Server],
     scenario: &Scenario,
     options: &Options,
-) -> Result<(Figures, Figures, Vec<f64>), String> {
-    let ours = Load::prepare(kmscodec, scenario).await?;
-    let theirs = Load::prepare(baseline, scenario).await?;
-    ours.drive(options.connections, options.warmup).await;
-    theirs.drive(options.connections, options.warmup).await;
-    let slice = options.duration / options.rounds;
-    let (mut our_total, mut their_total) = (Figures::default(), Figures::default());
-    let mut ratios = Vec::new();
-    for round in 0..options.rounds {
-        // k, b, b, k, k, b, …: neither server always goes first.
-        let (our_slice, their_slice) = if round % 2 == 0 {
-            let ours = ours.measure(options.connections, slice).await;
-            (ours, theirs.measure(options.connections, slice).await)
-        } else {
-            let theirs = theirs.measure(options.connections, slice).await;
-            (ours.measure(options.connections, slice).await, theirs)
-        };
-        if their_slice.rps() > 0.0 {
-            ratios.push(our_slice.rps() / their_slice.rps());
-        }
-        our_total.absorb(our_slice);
-        their_total.absorb(their_slice);
+) -> Result<(Vec<Figures>, Vec<Vec<f64>>), String> {
+    let mut loads = Vec::with_capacity(servers.len());
+    for server in servers {
+        loads.push(Load::prepare(server, scenario).await?);
     }
-    our_total.latencies_us.sort_unstable();
-    their_total.latencies_us.sort_unstable();
-    Ok((our_total, their_total, ratios))
+    for load in &loads {
+        load.drive(options.connections, options.warmup).await;
+    }
+    let slice = options.duration / options.rounds;
+    let count = loads.len();
+    let mut totals = vec![Figures::default(); count];
+    let mut ratios = vec![Vec::new(); count];
+    for round in 0..options.rounds as usize {
+        // Two servers: k, b, b, k, k, b, …; three: k, b, p, p, b, k, …: no server always
+        // goes first or last.
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..count).collect()
+        } else {
+            (0..count).rev().collect()
+        };
+        let mut slices = vec![Figures::default(); count];
+        for index in order {
+            slices[index] = loads[index].measure(options.connections, slice).await;
+        }
+        let baseline_rps = slices[count - 1].rps();
+        for (index, slice) in slices.into_iter().enumerate() {
+            if baseline_rps > 0.0 {
+                ratios[index].push(slice.rps() / baseline_rps);
+            }
+            totals[index].absorb(slice);
+        }
+    }
+    for total in &mut totals {
+        total.latencies_us.sort_unstable();
+    }
+    Ok((totals, ratios))
+}
+
+fn ratio_range(ratios: &[f64]) -> (f64, f64) {
+    let lowest = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let highest = ratios.iter().copied().fold(0.0, f64::max);
+    (lowest, highest)
 }
 
 async fn run(options: Options) -> Result<(), String> {
-    let kmscodec = Server::start_kmscodec(&options)?;
+    let kmscodec = Server::start_kmscodec(&options, &options.kmscodec, "kmscodec")?;
+    let previous = match &options.previous {
+        Some(program) => Some(Server::start_kmscodec(&options, program, "previous")?),
+        None => None,
+    };
     let baseline = Server::start_baseline(&options)?;
-    kmscodec.wait_ready().await?;
-    baseline.wait_ready().await?;
-    // Warm kmscodec's data key for the namespace, then read idle memory.
+    // The baseline last: every ratio is to it.
+    let servers: Vec<&Server> = std::iter::once(&kmscodec)
+        .chain(previous.as_ref())
+        .chain(std::iter::once(&baseline))
+        .collect();
+    for server in &servers {
+        server.wait_ready().await?;
+    }
+    // Warm each kmscodec's data key for the namespace, then read idle memory.
     sealed_by(&kmscodec, Transport::Http, &payloads(1, 16)).await?;
+    if let Some(previous) = &previous {
+        sealed_by(previous, Transport::Http, &payloads(1, 16)).await?;
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = status_kib(kmscodec.pid(), "VmRSS:") / 1024.0;
     let admin = kmscodec.admin.ok_or("kmscodec has no admin listener")?;
@@ -751,6 +794,9 @@ async fn run(options: Options) -> Result<(), String> {
         options.warmup,
         options.server_cpu.as_deref().unwrap_or("any")
     );
+    if let Some(program) = &options.previous {
+        println!("previous: {}", program.display());
+    }
     println!("kmscodec idle RSS after warm-up: {idle_rss:.1} MiB");
     println!();
     println!(
@@ -762,13 +808,12 @@ async fn run(options: Options) -> Result<(), String> {
         .iter()
         .filter(|s| options.scenarios.iter().any(|n| n == s.name))
     {
-        let (ours, theirs, round_ratios) =
-            measure(&kmscodec, &baseline, scenario, &options).await?;
-        for (label, figures) in [("kmscodec", &ours), ("baseline", &theirs)] {
+        let (figures, round_ratios) = measure(&servers, scenario, &options).await?;
+        for (server, figures) in servers.iter().zip(&figures) {
             println!(
                 "{:<22} {:<9} {:>9.0} {:>9.1} {:>8.3} {:>8.3} {:>10.4} {:>9.1} {:>7}",
                 scenario.name,
-                label,
+                server.label,
                 figures.rps(),
                 figures.mb_per_s(),
                 figures.percentile(0.5),
@@ -778,21 +823,49 @@ async fn run(options: Options) -> Result<(), String> {
                 figures.errors
             );
         }
-        let ratio = if theirs.rps() > 0.0 {
-            ours.rps() / theirs.rps()
-        } else {
-            0.0
+        let floor = &figures[figures.len() - 1];
+        let ratio_to_floor = |f: &Figures| {
+            if floor.rps() > 0.0 {
+                f.rps() / floor.rps()
+            } else {
+                0.0
+            }
         };
-        let lowest = round_ratios.iter().copied().fold(f64::INFINITY, f64::min);
-        let highest = round_ratios.iter().copied().fold(0.0, f64::max);
-        println!(
-            "{:<22} {:<9} {:>8.1}%  (rounds {:.1}% to {:.1}%)",
-            scenario.name,
-            "ratio",
-            ratio * 100.0,
-            lowest * 100.0,
-            highest * 100.0
-        );
+        for (index, server) in servers.iter().enumerate().take(servers.len() - 1) {
+            let (lowest, highest) = ratio_range(&round_ratios[index]);
+            let name = if server.label == "kmscodec" {
+                "ratio".to_owned()
+            } else {
+                format!("{}/floor", server.label)
+            };
+            println!(
+                "{:<22} {:<9} {:>8.1}%  (rounds {:.1}% to {:.1}%)",
+                scenario.name,
+                name,
+                ratio_to_floor(&figures[index]) * 100.0,
+                lowest * 100.0,
+                highest * 100.0
+            );
+        }
+        let speedup = previous.as_ref().map(|_| {
+            let rounds: Vec<f64> = round_ratios[0]
+                .iter()
+                .zip(&round_ratios[1])
+                .filter(|(_, old)| **old > 0.0)
+                .map(|(new, old)| new / old)
+                .collect();
+            (
+                figures[0].rps() / figures[1].rps().max(f64::MIN_POSITIVE),
+                rounds,
+            )
+        });
+        if let Some((speedup, rounds)) = &speedup {
+            let (lowest, highest) = ratio_range(rounds);
+            println!(
+                "{:<22} {:<9} {:>8.2}x  (rounds {:.2}x to {:.2}x)",
+                scenario.name, "vs prev", speedup, lowest, highest
+            );
+        }
         let figures_json = |f: &Figures| {
             json!({
                 "requests_per_second": f.rps(),
@@ -805,13 +878,20 @@ async fn run(options: Options) -> Result<(), String> {
                 "errors": f.errors,
             })
         };
-        results.push(json!({
+        let mut result = json!({
             "scenario": scenario.name,
-            "kmscodec": figures_json(&ours),
-            "baseline": figures_json(&theirs),
-            "ratio": ratio,
-            "round_ratios": round_ratios,
-        }));
+            "kmscodec": figures_json(&figures[0]),
+            "baseline": figures_json(floor),
+            "ratio": ratio_to_floor(&figures[0]),
+            "round_ratios": round_ratios[0],
+        });
+        if let Some((speedup, rounds)) = speedup {
+            result["previous"] = figures_json(&figures[1]);
+            result["previous_ratio"] = json!(ratio_to_floor(&figures[1]));
+            result["speedup_vs_previous"] = json!(speedup);
+            result["round_speedups_vs_previous"] = json!(rounds);
+        }
+        results.push(result);
     }
     let calls_after = provider_calls(admin).await?;
     println!();
@@ -824,6 +904,7 @@ async fn run(options: Options) -> Result<(), String> {
         "connections": options.connections,
         "duration_seconds": options.duration.as_secs_f64(),
         "rounds": options.rounds,
+        "previous": options.previous.as_ref().map(|p| p.display().to_string()),
         "kmscodec_idle_rss_mib": idle_rss,
         "provider_calls_during_measurement": calls_after - calls_before,
         "scenarios": results,
@@ -837,7 +918,9 @@ async fn run(options: Options) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     println!("wrote {}", options.out.display());
+    drop(servers);
     drop(baseline);
+    drop(previous);
     drop(kmscodec);
     Ok(())
 }
@@ -861,22 +944,29 @@ fn machine() -> serde_json::Value {
 mod baseline {
     use super::*;
 
+    use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+
     const KEY: [u8; 32] = [0x42; 32];
 
-    fn cipher() -> Aes256Gcm {
-        Aes256Gcm::new(&KEY.into())
+    /// The fastest AES-256-GCM on the machine (`cargo bench --bench aead`): aws-lc-rs.
+    fn cipher() -> LessSafeKey {
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &KEY).unwrap())
     }
 
-    fn seal(cipher: &Aes256Gcm, payload: &Payload) -> Payload {
+    fn seal(cipher: &LessSafeKey, payload: &Payload) -> Payload {
         let mut data = Vec::with_capacity(12 + payload.encoded_len() + 16);
         let mut nonce = [0u8; 12];
         getrandom::fill(&mut nonce).unwrap();
         data.extend_from_slice(&nonce);
         payload.encode_raw(&mut data);
         let tag = cipher
-            .encrypt_inout_detached(&Nonce::from(nonce), b"", (&mut data[12..]).into())
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::empty(),
+                &mut data[12..],
+            )
             .unwrap();
-        data.extend_from_slice(&tag);
+        data.extend_from_slice(tag.as_ref());
         Payload {
             metadata: BTreeMap::from([("encoding".to_owned(), b"binary/encrypted".to_vec())]),
             data,
@@ -884,23 +974,24 @@ mod baseline {
         }
     }
 
-    fn open(cipher: &Aes256Gcm, payload: &Payload) -> Option<Payload> {
-        let data = &payload.data;
+    /// Opens in place, in the request's own buffer, then decodes the Payload out of it.
+    fn open(cipher: &LessSafeKey, payload: Payload) -> Option<Payload> {
+        let mut data = payload.data;
         if data.len() < 28 {
             return None;
         }
         let nonce: [u8; 12] = data[..12].try_into().ok()?;
-        let (body, tag) = data[12..].split_at(data.len() - 28);
-        let mut plain = body.to_vec();
-        cipher
-            .decrypt_inout_detached(
-                &Nonce::from(nonce),
-                b"",
-                plain.as_mut_slice().into(),
-                &Tag::try_from(tag).ok()?,
+        let body_len = data.len() - 28;
+        let (body, tag) = data[12..].split_at_mut(body_len);
+        let plain = cipher
+            .open_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::empty(),
+                tag,
+                body,
             )
             .ok()?;
-        Payload::decode(plain.as_slice()).ok()
+        Payload::decode(&*plain).ok()
     }
 
     fn apply(encode: bool, payloads: Vec<Payload>) -> Option<Vec<Payload>> {
@@ -908,7 +999,7 @@ mod baseline {
         if encode {
             Some(payloads.iter().map(|p| seal(&cipher, p)).collect())
         } else {
-            payloads.iter().map(|p| open(&cipher, p)).collect()
+            payloads.into_iter().map(|p| open(&cipher, p)).collect()
         }
     }
 

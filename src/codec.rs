@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use prost::Message;
 
+use crate::compression::{self, Algorithm};
 use crate::envelope::EnvelopeKey;
 use crate::envelope::{self, EnvelopeError};
 use crate::keyring::{ActiveKey, Keyring, KeyringError};
@@ -336,23 +337,39 @@ impl Codec {
         payloads: Vec<Payload>,
     ) -> Result<Vec<Payload>, CodecError> {
         let total = self.check_limits(&payloads)?;
-        let mut leases = Vec::with_capacity(payloads.len());
-        for payload in &payloads {
-            if self.skips(payload) {
-                leases.push(None);
-            } else {
-                leases.push(Some(
-                    self.keyring.lease(namespace, payload.encoded_len()).await?,
-                ));
-            }
+        // One reservation for the whole batch (more only if the key reaches its hard limit part
+        // way): each payload to seal gets its share of it.
+        let skips: Vec<bool> = payloads.iter().map(|payload| self.skips(payload)).collect();
+        let sizes: Vec<usize> = payloads
+            .iter()
+            .zip(&skips)
+            .filter(|(_, skip)| !**skip)
+            .map(|(payload, _)| payload.encoded_len())
+            .collect();
+        let mut grants: Vec<(Arc<ActiveKey>, usize)> = Vec::with_capacity(1);
+        let mut leased = 0;
+        while leased < sizes.len() {
+            let (key, count) = self.keyring.lease_many(namespace, &sizes[leased..]).await?;
+            leased += count;
+            grants.push((key, count));
         }
         let seal_all = move || {
+            let mut keys = grants
+                .iter()
+                .flat_map(|(key, count)| std::iter::repeat_n(key, *count));
             payloads
                 .into_iter()
-                .zip(leases)
-                .map(|(payload, lease)| match lease {
-                    Some(key) => seal_one(&key, payload),
-                    None => Ok(payload),
+                .zip(skips)
+                .map(|(payload, skip)| {
+                    if skip {
+                        return Ok(payload);
+                    }
+                    match keys.next() {
+                        Some(key) => seal_one(key, payload),
+                        None => Err(CodecError::Internal(
+                            "fewer data key reservations than payloads".to_owned(),
+                        )),
+                    }
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
@@ -410,13 +427,14 @@ impl Codec {
                 })?;
             keys.push(Some(key));
         }
+        let max_plaintext = decompressed_limit(self.options.max_payload_bytes);
         let open_all = move || {
             payloads
                 .into_iter()
                 .zip(keys)
                 .enumerate()
                 .map(|(index, (payload, key))| match key {
-                    Some(key) => open_one(index, &key, &payload),
+                    Some(key) => open_one(index, &key, payload, max_plaintext),
                     None => Ok(payload),
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -475,18 +493,101 @@ fn seal_one(key: &ActiveKey, payload: Payload) -> Result<Payload, CodecError> {
     })
 }
 
-fn open_one(index: usize, key: &EnvelopeKey, payload: &Payload) -> Result<Payload, CodecError> {
-    let (header, body) =
-        envelope::parse(&payload.data).map_err(|error| envelope_error(index, error))?;
+/// The most bytes a compressed payload may decompress to: what encode accepts as one payload
+/// plus room for its protobuf framing. A frame claiming more is refused before any buffer for
+/// it is allocated (`compression::decompress`).
+fn decompressed_limit(max_payload_bytes: usize) -> usize {
+    max_payload_bytes.saturating_add(64 << 10)
+}
+
+fn open_one(
+    index: usize,
+    key: &EnvelopeKey,
+    payload: Payload,
+    max_plaintext: usize,
+) -> Result<Payload, CodecError> {
+    // Decrypted where it lies, in the request's own buffer: no plaintext buffer, no copy.
     // Not zeroized: the same plaintext lives on in the decoded payload and the response body
     // (and arrived in the caller's request on encode), none of which can be. Wiping this one
     // copy byte by byte cost more than the decryption at 1 KiB and promised nothing; keys, not
     // payloads, are what kmscodec zeroizes (docs/threat-model.md).
-    let mut plaintext = Vec::with_capacity(body.len());
-    envelope::open(key, &header, body, &mut plaintext)
-        .map_err(|error| envelope_error(index, error))?;
-    Payload::decode(plaintext.as_slice()).map_err(|error| CodecError::Undecryptable {
+    let mut data = payload.data;
+    let (compression, plaintext) =
+        envelope::open_in_place(key, &mut data).map_err(|error| envelope_error(index, error))?;
+    let decoded = match compression {
+        Algorithm::None => Payload::decode(&data[plaintext]),
+        Algorithm::Zstd => {
+            let inflated =
+                compression::decompress(&data[plaintext], max_plaintext).map_err(|error| {
+                    CodecError::Undecryptable {
+                        index,
+                        detail: error.to_string(),
+                    }
+                })?;
+            Payload::decode(inflated.as_slice())
+        }
+    };
+    decoded.map_err(|error| CodecError::Undecryptable {
         index,
         detail: format!("authenticated plaintext is not a Payload: {error}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::{Format, HeaderTemplate};
+    use crate::secret::{DataKey, KekRef, ProviderKind, WrappedKey};
+
+    fn sealed_v3(key: &EnvelopeKey, algorithm: Algorithm, plaintext: &[u8]) -> Payload {
+        let template = HeaderTemplate::new(
+            Format::V3,
+            "orders",
+            ProviderKind::LocalFile,
+            &KekRef {
+                key: "dev".into(),
+                version: 1,
+            },
+            &WrappedKey::new(vec![7; 60]),
+        )
+        .unwrap();
+        let mut data = Vec::new();
+        envelope::seal_with_compression(key, &template, algorithm, &mut data, |buffer| {
+            buffer.extend_from_slice(plaintext)
+        })
+        .unwrap();
+        Payload {
+            metadata: BTreeMap::from([(
+                crate::payload::ENCODING_KEY.to_owned(),
+                ENCRYPTED_ENCODING.to_vec(),
+            )]),
+            data,
+            external_payloads: vec![],
+        }
+    }
+
+    #[test]
+    fn a_sealed_decompression_bomb_is_refused_without_inflating_it() {
+        // Someone holding the data key seals a zstd frame of 64 MiB of zeros (a few KiB): it
+        // authenticates, and decode still refuses it from its recorded size.
+        let key = EnvelopeKey::new(DataKey::from_slice(&[9; 32]).unwrap());
+        let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20], 3).unwrap();
+        let payload = sealed_v3(&key, Algorithm::Zstd, &bomb);
+        let limit = decompressed_limit(CodecOptions::default().max_payload_bytes);
+        match open_one(0, &key, payload, limit) {
+            Err(CodecError::Undecryptable { detail, .. }) => {
+                assert!(detail.contains("exceed"), "{detail}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // A well-formed compressed Payload opens.
+        let inner = Payload {
+            metadata: BTreeMap::from([("encoding".to_owned(), b"json/plain".to_vec())]),
+            data: b"[1,2,3]".repeat(1000),
+            external_payloads: vec![],
+        };
+        let frame = zstd::bulk::compress(&inner.encode_to_vec(), 3).unwrap();
+        let payload = sealed_v3(&key, Algorithm::Zstd, &frame);
+        assert_eq!(open_one(0, &key, payload, limit).unwrap(), inner);
+    }
 }

@@ -1327,7 +1327,8 @@ fn parse_limits(
     let wait = fields
         .duration("rotation_wait", problems)
         .unwrap_or(defaults.rotation_wait);
-    let format = match fields.unsigned("format", problems) {
+    let explicit_format = fields.unsigned("format", problems);
+    let format = match explicit_format {
         None => defaults.format,
         Some(version) => match u8::try_from(version).ok().and_then(Format::from_version) {
             Some(format) => format,
@@ -1335,12 +1336,24 @@ fn parse_limits(
                 fields.problem(
                     problems,
                     "format",
-                    format!("expected 1 or 2 (the sealed payload format), found {version}"),
+                    format!("expected 1, 2 or 3 (the sealed payload format), found {version}"),
                 );
                 defaults.format
             }
         },
     };
+    let compression = parse_compression(&mut fields, defaults.compression, problems);
+    if compression.is_some()
+        && matches!(format, Format::V1 | Format::V2)
+        && explicit_format.is_some()
+    {
+        fields.problem(
+            problems,
+            "format",
+            "compression = \"zstd\" seals in format 3 (only it records compression): set \
+             format = 3 or leave it out",
+        );
+    }
     if hard > NIST_MAX_INVOCATIONS {
         fields.problem(
             problems,
@@ -1367,8 +1380,67 @@ fn parse_limits(
     fields.finish(problems);
     Limits {
         format,
+        compression,
         ..Limits::new(soft, hard, max_age, byte_limit, wait)
     }
+}
+
+/// `compression` (`"zstd"` or `"none"`), `compression_level` and `compression_min_size` of a
+/// `[data_keys]` or namespace table; unset fields inherit `defaults` (docs/configuration.md).
+fn parse_compression(
+    fields: &mut Fields<'_>,
+    defaults: Option<crate::compression::Settings>,
+    problems: &mut Vec<Problem>,
+) -> Option<crate::compression::Settings> {
+    use crate::compression::MAX_LEVEL;
+    let mut compression = match fields.string("compression", problems).as_deref() {
+        None => defaults,
+        Some("zstd") => Some(defaults.unwrap_or_default()),
+        Some("none") => None,
+        Some(other) => {
+            fields.problem(
+                problems,
+                "compression",
+                format!("expected \"zstd\" or \"none\", found {other:?}"),
+            );
+            defaults
+        }
+    };
+    let level = fields.unsigned("compression_level", problems);
+    let min_size = fields.unsigned("compression_min_size", problems);
+    if let Some(level) = level {
+        match i32::try_from(level)
+            .ok()
+            .filter(|level| (1..=MAX_LEVEL).contains(level))
+        {
+            None => fields.problem(
+                problems,
+                "compression_level",
+                format!("expected a zstd level from 1 to {MAX_LEVEL}, found {level}"),
+            ),
+            Some(level) => match &mut compression {
+                Some(settings) => settings.level = level,
+                None => fields.problem(
+                    problems,
+                    "compression_level",
+                    "set compression = \"zstd\" for a level to apply",
+                ),
+            },
+        }
+    }
+    if let Some(min_size) = min_size {
+        match &mut compression {
+            Some(settings) => {
+                settings.min_size = usize::try_from(min_size).unwrap_or(usize::MAX);
+            }
+            None => fields.problem(
+                problems,
+                "compression_min_size",
+                "set compression = \"zstd\" for a minimum size to apply",
+            ),
+        }
+    }
+    compression
 }
 
 /// Every field a provider table may have, whatever its kind (keeps an unknown `kind` the only
@@ -2015,17 +2087,106 @@ mod tests {
             [namespaces."*"]
             provider = "dev"
             key = "k"
-            format = 3
+            format = 4
             "#,
         )
         .unwrap_err()
         .to_string();
         assert!(
             error.contains(
-                "namespaces.\"*\".format: expected 1 or 2 (the sealed payload format), found 3"
+                "namespaces.\"*\".format: expected 1, 2 or 3 (the sealed payload format), found 4"
             ),
             "{error}"
         );
+    }
+
+    #[test]
+    fn compression_is_off_by_default_and_set_per_namespace() {
+        use crate::compression::{DEFAULT_LEVEL, DEFAULT_MIN_SIZE, Settings};
+        let config = parse(
+            r#"
+            [data_keys]
+            compression_level = 5
+            [providers.dev]
+            kind = "local"
+            path = "k.json"
+            [namespaces.plain]
+            provider = "dev"
+            key = "k"
+            [namespaces.packed]
+            provider = "dev"
+            key = "k"
+            compression = "zstd"
+            compression_min_size = "8KiB"
+            "#,
+        );
+        // A level without compression is a mistake, reported.
+        let error = config.unwrap_err().to_string();
+        assert!(
+            error.contains("data_keys.compression_level: set compression = \"zstd\""),
+            "{error}"
+        );
+        let config = parse(
+            r#"
+            [data_keys]
+            compression = "zstd"
+            compression_level = 5
+            [providers.dev]
+            kind = "local"
+            path = "k.json"
+            [namespaces.inherits]
+            provider = "dev"
+            key = "k"
+            [namespaces.small]
+            provider = "dev"
+            key = "k"
+            compression_min_size = "8KiB"
+            [namespaces.off]
+            provider = "dev"
+            key = "k"
+            compression = "none"
+            "#,
+        )
+        .unwrap();
+        let limits = |name: &str| config.namespaces[name].limits.clone();
+        assert_eq!(
+            limits("inherits").compression,
+            Some(Settings {
+                level: 5,
+                min_size: DEFAULT_MIN_SIZE
+            })
+        );
+        assert_eq!(limits("inherits").sealing_format(), Format::V3);
+        assert_eq!(limits("small").compression.unwrap().min_size, 8192);
+        assert_eq!(limits("off").compression, None);
+        assert_eq!(limits("off").sealing_format(), Format::V2);
+        let default = parse(GOOD).unwrap().namespaces["default"].limits.clone();
+        assert_eq!(default.compression, None);
+        assert_eq!(default.sealing_format(), Format::V2);
+        assert_eq!(Settings::default().level, DEFAULT_LEVEL);
+
+        for (table, message) in [
+            (
+                "compression = \"lz4\"",
+                "compression: expected \"zstd\" or \"none\", found \"lz4\"",
+            ),
+            (
+                "compression = \"zstd\"\ncompression_level = 23",
+                "compression_level: expected a zstd level from 1 to 22, found 23",
+            ),
+            (
+                "compression = \"zstd\"\nformat = 2",
+                "format: compression = \"zstd\" seals in format 3",
+            ),
+        ] {
+            let error = parse(&format!(
+                "[providers.dev]\nkind = \"local\"\npath = \"k.json\"\n\
+                 [namespaces.x]\nprovider = \"dev\"\nkey = \"k\"\n{table}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(error.contains(message), "{error}");
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! path. It owns three rules:
 //!
 //! * **Reserve before sealing.** Every seal first reserves one use of the active data key with a
-//!   single atomic add. A reservation at or past the hard limit, or of a key older than its
+//!   single atomic add; a batch reserves its N uses at once, with one compare-and-swap that
+//!   never takes the counter past the hard limit. A reservation at or past the hard limit, or of a key older than its
 //!   maximum age, is refused and the caller waits (boundedly) for the replacement: no data key is
 //!   ever used past its limits, however many threads race.
 //! * **Single flight.** One namespace has at most one provider call minting a data key at a time;
@@ -33,6 +34,7 @@ use futures_util::future::{BoxFuture, Shared};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+use crate::compression;
 use crate::envelope::{self, EnvelopeError, EnvelopeKey, Format, Header, HeaderTemplate};
 use crate::keys::{KeyProvider, ProviderError};
 use crate::secret::{KekRef, ProviderKind, WrappedKey};
@@ -86,6 +88,8 @@ pub struct Limits {
     /// The sealed payload format new data keys write (`docs/format.md`). Every format is read
     /// whatever this says.
     pub format: Format,
+    /// Compression before sealing (off by default). When on, data keys write format 3.
+    pub compression: Option<compression::Settings>,
 }
 
 impl Default for Limits {
@@ -118,6 +122,17 @@ impl Limits {
             byte_limit,
             rotation_wait,
             format: Format::DEFAULT,
+            compression: None,
+        }
+    }
+
+    /// The format new data keys write: format 3 when compression is on (only it records
+    /// compression), else [`Limits::format`].
+    pub fn sealing_format(&self) -> Format {
+        if self.compression.is_some() {
+            Format::V3
+        } else {
+            self.format
         }
     }
 }
@@ -253,6 +268,7 @@ impl RotationReason {
 pub struct ActiveKey {
     data_key: Arc<EnvelopeKey>,
     template: HeaderTemplate,
+    compression: Option<(compression::Settings, CompressionCounters)>,
     key_id: String,
     kek: KekRef,
     created: Instant,
@@ -289,16 +305,45 @@ impl ActiveKey {
         self.template.sealed_len(plaintext_len)
     }
 
-    /// Seals one payload. Only call with a reservation from [`Keyring::lease`].
+    /// Seals one payload. Only call with a reservation from [`Keyring::lease`] or
+    /// [`Keyring::lease_many`]. In a namespace with compression on, a plaintext of at least the
+    /// minimum size is compressed first when that makes it smaller, and the header says so.
     pub fn seal(
         &self,
         out: &mut Vec<u8>,
         write_plaintext: impl FnOnce(&mut Vec<u8>),
     ) -> Result<(), EnvelopeError> {
-        envelope::seal(&self.data_key, &self.template, out, write_plaintext)
+        let Some((settings, counters)) = &self.compression else {
+            return envelope::seal(&self.data_key, &self.template, out, write_plaintext);
+        };
+        let mut plaintext = Vec::new();
+        write_plaintext(&mut plaintext);
+        let mut frame = Vec::new();
+        let algorithm = if plaintext.len() < settings.min_size {
+            counters.too_small.inc();
+            compression::Algorithm::None
+        } else if compression::compress(&plaintext, settings.level, &mut frame) {
+            counters.compressed.inc();
+            counters.input_bytes.inc_by(plaintext.len() as u64);
+            counters.output_bytes.inc_by(frame.len() as u64);
+            compression::Algorithm::Zstd
+        } else {
+            counters.incompressible.inc();
+            compression::Algorithm::None
+        };
+        let stored = match algorithm {
+            compression::Algorithm::Zstd => &frame,
+            compression::Algorithm::None => &plaintext,
+        };
+        envelope::seal_with_compression(&self.data_key, &self.template, algorithm, out, |buffer| {
+            buffer.extend_from_slice(stored)
+        })
     }
 
-    fn reserve(&self, limits: &Limits, plaintext_len: u64, now: Instant) -> Reservation {
+    /// Reserves seals of the payloads whose plaintext lengths are `sizes` (at least one):
+    /// one atomic add for one payload; for a batch, as many of its payloads as the key still
+    /// has uses for, in one compare-and-swap (`count` says how many, at least 1).
+    fn reserve(&self, limits: &Limits, sizes: &[usize], now: Instant) -> Reservation {
         if self.retired.load(Ordering::Acquire) {
             return Reservation::Exhausted(RotationReason::Manual);
         }
@@ -306,15 +351,42 @@ impl ActiveKey {
         if age >= limits.max_age {
             return Reservation::Exhausted(RotationReason::Age);
         }
-        let index = self.uses.fetch_add(1, Ordering::AcqRel);
-        if index >= limits.hard_limit {
-            return Reservation::Exhausted(RotationReason::Count);
-        }
+        let (index, count) = if let [_] = sizes {
+            let index = self.uses.fetch_add(1, Ordering::AcqRel);
+            if index >= limits.hard_limit {
+                return Reservation::Exhausted(RotationReason::Count);
+            }
+            (index, 1)
+        } else {
+            let wanted = sizes.len() as u64;
+            let mut current = self.uses.load(Ordering::Acquire);
+            loop {
+                let room = limits.hard_limit.saturating_sub(current);
+                if room == 0 {
+                    return Reservation::Exhausted(RotationReason::Count);
+                }
+                let count = wanted.min(room);
+                match self.uses.compare_exchange_weak(
+                    current,
+                    current + count,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => break (current, count),
+                    Err(actual) => current = actual,
+                }
+            }
+        };
+        let granted = usize::try_from(count).unwrap_or(sizes.len());
+        let plaintext_len: u64 = sizes[..granted.min(sizes.len())]
+            .iter()
+            .map(|len| *len as u64)
+            .sum();
         let bytes = self
             .bytes
             .fetch_add(plaintext_len, Ordering::Relaxed)
             .saturating_add(plaintext_len);
-        let refresh = if index + 1 >= limits.soft_limit {
+        let refresh = if index + count >= limits.soft_limit {
             Some(RotationReason::Count)
         } else if age >= limits.soft_age {
             Some(RotationReason::Age)
@@ -323,13 +395,31 @@ impl ActiveKey {
         } else {
             None
         };
-        Reservation::Granted { refresh }
+        Reservation::Granted { refresh, count }
     }
 }
 
+/// A namespace's compression counters, resolved once per data key.
+struct CompressionCounters {
+    compressed: prometheus::IntCounter,
+    too_small: prometheus::IntCounter,
+    incompressible: prometheus::IntCounter,
+    input_bytes: prometheus::IntCounter,
+    output_bytes: prometheus::IntCounter,
+}
+
 enum Reservation {
-    Granted { refresh: Option<RotationReason> },
+    /// `count` seals (1 for a single payload) may be made.
+    Granted {
+        refresh: Option<RotationReason>,
+        count: u64,
+    },
     Exhausted(RotationReason),
+}
+
+/// A reservation's count as an index into the batch: at least 1, at most the batch.
+fn granted(count: u64, sizes: &[usize]) -> usize {
+    usize::try_from(count).map_or(sizes.len(), |count| count.clamp(1, sizes.len()))
 }
 
 type Rotation = Shared<BoxFuture<'static, Result<Arc<ActiveKey>, KeyringError>>>;
@@ -370,6 +460,13 @@ pub struct Stats {
     pub provider_calls: prometheus::IntCounterVec,
     /// Provider call latency by `provider` and `op`.
     pub provider_seconds: prometheus::HistogramVec,
+    /// Payloads of namespaces with compression on, by `namespace` and `result` (`compressed`,
+    /// `too_small`, `incompressible`).
+    pub compression_payloads: prometheus::IntCounterVec,
+    /// Serialized payload bytes that were compressed, by `namespace`.
+    pub compression_input_bytes: prometheus::IntCounterVec,
+    /// The zstd frames' bytes they became, by `namespace`: input / output is the ratio.
+    pub compression_output_bytes: prometheus::IntCounterVec,
 }
 
 impl Default for Stats {
@@ -406,8 +503,28 @@ impl Default for Stats {
                 &["provider", "op"],
             )
             .unwrap_or_else(|_| unreachable_metric()),
+            compression_payloads: counter_vec(
+                "kmscodec_compression_payloads_total",
+                "Payloads of namespaces with compression on, by whether they were compressed.",
+                &["namespace", "result"],
+            ),
+            compression_input_bytes: counter_vec(
+                "kmscodec_compression_input_bytes_total",
+                "Serialized payload bytes compressed before sealing.",
+                &["namespace"],
+            ),
+            compression_output_bytes: counter_vec(
+                "kmscodec_compression_output_bytes_total",
+                "Compressed bytes those payloads became (input / output is the ratio).",
+                &["namespace"],
+            ),
         }
     }
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> prometheus::IntCounterVec {
+    prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), labels)
+        .unwrap_or_else(|_| unreachable_metric())
 }
 
 #[cold]
@@ -666,32 +783,52 @@ impl Keyring {
         namespace: &str,
         plaintext_len: usize,
     ) -> Result<Arc<ActiveKey>, KeyringError> {
+        self.lease_many(namespace, &[plaintext_len])
+            .await
+            .map(|(key, _)| key)
+    }
+
+    /// Reserves seals for a batch whose plaintext lengths are `sizes` (not empty) under one
+    /// active data key, in one reservation: the key and how many of the batch's payloads, from
+    /// the first, it may seal (at least one; all of them unless the key reached its hard limit
+    /// part way, when the caller leases again for the rest). Minting or awaiting a new key
+    /// when needed, as [`Keyring::lease`].
+    pub async fn lease_many(
+        &self,
+        namespace: &str,
+        sizes: &[usize],
+    ) -> Result<(Arc<ActiveKey>, usize), KeyringError> {
+        if sizes.is_empty() {
+            return Err(KeyringError::Provider(ProviderError::Misconfigured(
+                "empty data key reservation".to_owned(),
+            )));
+        }
         // Fast path: a namespace already in use whose active key has room. One map lookup, one
-        // clock read, two atomic adds; no allocation, no lock, no namespace Arc clone.
+        // clock read, two atomic operations; no allocation, no lock, no namespace Arc clone.
         {
             let namespaces = self.inner.namespaces.load();
             let now = Instant::now();
             if let Some(keys) = namespaces.get(namespace)
                 && let Some(key) = keys.active.load_full()
-                && let Reservation::Granted { refresh } =
-                    key.reserve(&keys.policy.limits, plaintext_len as u64, now)
+                && let Reservation::Granted { refresh, count } =
+                    key.reserve(&keys.policy.limits, sizes, now)
             {
                 keys.touch(self.inner.base, now);
                 if let Some(reason) = refresh {
                     self.refresh_in_background(keys, &key, reason);
                 }
-                return Ok(key);
+                return Ok((key, granted(count, sizes)));
             }
         }
-        self.lease_slow(namespace, plaintext_len).await
+        self.lease_slow(namespace, sizes).await
     }
 
-    /// The rest of [`Keyring::lease`]: a new namespace, no active key, or an exhausted one.
+    /// The rest of [`Keyring::lease_many`]: a new namespace, no active key, or an exhausted one.
     async fn lease_slow(
         &self,
         namespace: &str,
-        plaintext_len: usize,
-    ) -> Result<Arc<ActiveKey>, KeyringError> {
+        sizes: &[usize],
+    ) -> Result<(Arc<ActiveKey>, usize), KeyringError> {
         let keys = self.namespace(namespace)?;
         let limits = &keys.policy.limits;
         let deadline = Instant::now() + limits.rotation_wait;
@@ -701,12 +838,12 @@ impl Keyring {
                 // A key existed before: the sweeper dropped it at its maximum age.
                 None if keys.serial.load(Ordering::Relaxed) > 0 => RotationReason::Age,
                 None => RotationReason::Initial,
-                Some(key) => match key.reserve(limits, plaintext_len as u64, Instant::now()) {
-                    Reservation::Granted { refresh } => {
+                Some(key) => match key.reserve(limits, sizes, Instant::now()) {
+                    Reservation::Granted { refresh, count } => {
                         if let Some(reason) = refresh {
                             self.refresh_in_background(&keys, key, reason);
                         }
-                        return Ok(Arc::clone(key));
+                        return Ok((Arc::clone(key), granted(count, sizes)));
                     }
                     Reservation::Exhausted(reason) => {
                         if reason == RotationReason::Count {
@@ -1088,7 +1225,7 @@ async fn mint(
     );
     let generated = result.map_err(KeyringError::Provider)?;
     let template = HeaderTemplate::new(
-        keys.policy.limits.format,
+        keys.policy.limits.sealing_format(),
         &keys.namespace,
         provider.kind(),
         &generated.kek,
@@ -1109,9 +1246,28 @@ async fn mint(
             Arc::clone(&data_key),
         )
         .await;
+    let label = keys.policy.metrics_label.as_str();
+    let stats = &inner.stats;
+    let compression = keys.policy.limits.compression.map(|settings| {
+        let counters = CompressionCounters {
+            compressed: stats
+                .compression_payloads
+                .with_label_values(&[label, "compressed"]),
+            too_small: stats
+                .compression_payloads
+                .with_label_values(&[label, "too_small"]),
+            incompressible: stats
+                .compression_payloads
+                .with_label_values(&[label, "incompressible"]),
+            input_bytes: stats.compression_input_bytes.with_label_values(&[label]),
+            output_bytes: stats.compression_output_bytes.with_label_values(&[label]),
+        };
+        (settings, counters)
+    });
     let key = Arc::new(ActiveKey {
         data_key,
         template,
+        compression,
         key_id: format!("{}:{}", provider.kind(), generated.kek),
         kek: generated.kek,
         created: Instant::now(),

@@ -27,6 +27,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod codec;
+pub mod compression;
 pub mod config;
 pub mod envelope;
 pub mod keyring;

@@ -200,6 +200,9 @@ impl Metrics {
         registry.register(Box::new(stats.cache_misses.clone()))?;
         registry.register(Box::new(stats.provider_calls.clone()))?;
         registry.register(Box::new(stats.provider_seconds.clone()))?;
+        registry.register(Box::new(stats.compression_payloads.clone()))?;
+        registry.register(Box::new(stats.compression_input_bytes.clone()))?;
+        registry.register(Box::new(stats.compression_output_bytes.clone()))?;
 
         let ns = &["namespace"];
         let keys = KeySeries {

@@ -12,7 +12,7 @@ fn namespace() -> impl Strategy<Value = String> {
 }
 
 fn format() -> impl Strategy<Value = Format> {
-    prop_oneof![Just(Format::V1), Just(Format::V2)]
+    prop_oneof![Just(Format::V1), Just(Format::V2), Just(Format::V3)]
 }
 
 fn envelope_key(bytes: &[u8; 32]) -> EnvelopeKey {

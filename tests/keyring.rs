@@ -507,4 +507,78 @@ async fn idle_wildcard_namespaces_are_forgotten_and_free_their_slots() {
         .map(|snapshot| snapshot.namespace)
         .collect();
     assert_eq!(names, ["a", "c"]);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_reserve_their_uses_at_once_and_never_pass_the_hard_limit() {
+    // Batches of 7 against a hard limit of 30: a batch that straddles the limit seals what the
+    // key has room for and the rest under the next key, so every key seals exactly 30 except
+    // the last, and no batch fails.
+    const BATCH: usize = 7;
+    const BATCHES: usize = 40;
+    let limits = Limits::new(
+        30,
+        30,
+        Duration::from_secs(3600),
+        None,
+        Duration::from_secs(10),
+    );
+    let Setup { dir: _dir, codec } = setup(limits);
+    let codec = Arc::new(codec);
+    let mut tasks = Vec::new();
+    for task in 0..4 {
+        let codec = Arc::clone(&codec);
+        tasks.push(tokio::spawn(async move {
+            let mut sealed = Vec::new();
+            for batch in (task..BATCHES).step_by(4) {
+                let inputs: Vec<Payload> = (0..BATCH).map(|i| payload(batch * BATCH + i)).collect();
+                let output = codec.encode(NS, inputs).await.expect("no batch may fail");
+                assert_eq!(output.len(), BATCH);
+                sealed.extend(
+                    output
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, p)| (batch * BATCH + i, p)),
+                );
+            }
+            sealed
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    assert_eq!(all.len(), BATCH * BATCHES);
+    let mut uses: HashMap<Vec<u8>, usize> = HashMap::new();
+    for (_, sealed) in &all {
+        *uses.entry(data_key_of(sealed)).or_default() += 1;
+    }
+    let most = uses.values().max().copied().unwrap();
+    assert!(
+        most <= 30,
+        "a data key sealed {most} payloads, over the hard limit of 30"
+    );
+    // 280 seals at 30 per key: 10 keys when no use is lost to a straddling batch.
+    assert_eq!(uses.len(), (BATCH * BATCHES).div_ceil(30), "{uses:?}");
+    let opened = codec
+        .decode(
+            NamespaceCheck::Expect(NS),
+            all.iter().map(|(_, p)| p.clone()).collect(),
+        )
+        .await
+        .unwrap();
+    for ((i, _), payload) in all.iter().zip(opened) {
+        assert_eq!(payload.data, format!("{i}").into_bytes());
+    }
+}
+
+#[tokio::test]
+async fn a_small_batch_seals_under_one_reservation_of_one_key() {
+    let Setup { dir: _dir, codec } = setup(Limits::default());
+    let inputs: Vec<Payload> = (0..10).map(payload).collect();
+    let sealed = codec.encode(NS, inputs).await.unwrap();
+    let keys: HashSet<Vec<u8>> = sealed.iter().map(data_key_of).collect();
+    assert_eq!(keys.len(), 1);
+    let snapshot = codec.keyring().snapshot();
+    assert_eq!(snapshot.len(), 1);
+    assert_eq!(snapshot[0].uses, 10);
 }
