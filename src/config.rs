@@ -111,6 +111,9 @@ pub struct ServerConfig {
     pub namespace_from_path: bool,
     /// Longest a codec request may take.
     pub request_timeout: Duration,
+    /// How long a key provider serving a namespace this process has served may keep failing its
+    /// health check before readiness turns false (cached data keys keep serving meanwhile).
+    pub readiness_grace: Duration,
     /// How long in-flight requests may run after SIGTERM.
     pub shutdown_grace: Duration,
     /// CORS.
@@ -333,6 +336,10 @@ pub struct AdminConfig {
     /// A file holding the bearer token the admin API requires. Without it, mutating admin
     /// routes answer loopback callers only.
     pub token_file: Option<PathBuf>,
+    /// Serve the admin API on its own listener at this address (`127.0.0.1:9465` in the Helm
+    /// chart's sidecar mode) instead of beside `/metrics` and the probes on the admin listener,
+    /// so the port Prometheus and the kubelet reach carries no admin route.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Is `name` acceptable as a namespace (in config, headers and paths)?
@@ -434,6 +441,7 @@ fn base() -> Config {
             namespace_from_path: true,
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(20),
+            readiness_grace: crate::server::DEFAULT_READINESS_GRACE,
             cors: CorsConfig::default(),
             auth: Vec::new(),
             tls: None,
@@ -839,6 +847,7 @@ fn parse_root(
                 config.admin.token_file = Some(PathBuf::from(file));
             }
         }
+        config.admin.listen = admin_fields.socket("listen", problems);
         admin_fields.finish(problems);
     }
 
@@ -1044,6 +1053,9 @@ fn parse_server(
     }
     if let Some(grace) = fields.duration("shutdown_grace", problems) {
         server.shutdown_grace = grace;
+    }
+    if let Some(grace) = fields.duration("readiness_grace", problems) {
+        server.readiness_grace = grace;
     }
     server.cors = parse_cors("server.cors", fields.table("cors", problems), problems);
     if let Some(methods) = fields.strings("auth", problems) {
