@@ -215,7 +215,10 @@ pub fn build(config: Config) -> Result<App, AppError> {
         },
     ));
     let metrics = Arc::new(Metrics::new(Arc::clone(&keyring)).map_err(AppError::Metrics)?);
-    let audit = Arc::new(AuditLog::open(&config.audit).map_err(AppError::Audit)?);
+    let audit = Arc::new(
+        AuditLog::open_scoped(&config.audit, config.audit_scopes.clone())
+            .map_err(AppError::Audit)?,
+    );
     let in_flight = Arc::new(tokio::sync::Semaphore::new(
         config
             .server

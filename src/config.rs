@@ -306,6 +306,8 @@ pub struct Config {
     pub ui: Option<UiConfig>,
     /// Audit log output.
     pub audit: AuditOutput,
+    /// What each listener audits (`[audit] worker`, `ui`, `grpc`, `summary_interval`).
+    pub audit_scopes: crate::audit::Scopes,
     /// Providers by name.
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Namespaces by name; `*` serves every other namespace.
@@ -453,6 +455,7 @@ fn base() -> Config {
         },
         ui: None,
         audit: AuditOutput::default(),
+        audit_scopes: crate::audit::Scopes::default(),
         providers: BTreeMap::new(),
         namespaces: BTreeMap::new(),
         cache: CacheOptions::default(),
@@ -791,7 +794,7 @@ fn parse_root(
         config.ui = parse_ui(ui, problems);
     }
     if let Some(audit) = fields.table("audit", problems) {
-        config.audit = parse_audit(audit, problems);
+        (config.audit, config.audit_scopes) = parse_audit(audit, problems);
     }
 
     let data_keys = fields.table("data_keys", problems);
@@ -1232,11 +1235,42 @@ fn parse_ui(table: &toml::Table, problems: &mut Vec<Problem>) -> Option<UiConfig
     })
 }
 
-/// Parses `[audit]`.
-fn parse_audit(table: &toml::Table, problems: &mut Vec<Problem>) -> AuditOutput {
+/// Parses `[audit]`: the output, and what each listener records.
+fn parse_audit(
+    table: &toml::Table,
+    problems: &mut Vec<Problem>,
+) -> (AuditOutput, crate::audit::Scopes) {
+    use crate::audit::Scope;
     let mut fields = Fields::new("audit", Some(table));
     let output = fields.string("output", problems);
     let path = fields.string("path", problems);
+    let mut scopes = crate::audit::Scopes::default();
+    for (key, slot) in [
+        ("worker", &mut scopes.worker),
+        ("ui", &mut scopes.ui),
+        ("grpc", &mut scopes.grpc),
+    ] {
+        if let Some(name) = fields.string(key, problems) {
+            match Scope::from_name(&name) {
+                Some(scope) => *slot = scope,
+                None => fields.problem(
+                    problems,
+                    key,
+                    format!(
+                        "expected one of {}, found {name:?}",
+                        Scope::NAMES.map(|n| format!("\"{n}\"")).join(", ")
+                    ),
+                ),
+            }
+        }
+    }
+    if let Some(interval) = fields.duration("summary_interval", problems) {
+        if interval < std::time::Duration::from_secs(1) {
+            fields.problem(problems, "summary_interval", "must be at least 1s");
+        } else {
+            scopes.summary_interval = interval;
+        }
+    }
     let audit = match output.as_deref() {
         Some("off") => AuditOutput::Off,
         None | Some("stdout") => AuditOutput::Stdout,
@@ -1261,7 +1295,7 @@ fn parse_audit(table: &toml::Table, problems: &mut Vec<Problem>) -> AuditOutput 
         fields.problem(problems, "path", "only used with output = \"file\"");
     }
     fields.finish(problems);
-    audit
+    (audit, scopes)
 }
 
 fn parse_limits(
