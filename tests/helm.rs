@@ -416,6 +416,11 @@ fn bad_values_fail_to_render_with_clear_messages() {
             &["/server/auth/rules/0/roles/0", "'read', 'write'"],
         ),
         (
+            "an unknown audit scope",
+            "config:\n  audit:\n    worker: everything\n",
+            &["/config/audit/worker", "'all', 'decodes', 'refusals', 'off'"],
+        ),
+        (
             "JWT without audiences",
             "mode: server\nserver:\n  auth:\n    jwt:\n      issuer: https://login.example.com/\n",
             &["server.auth.jwt.audiences"],
