@@ -217,7 +217,10 @@ pub fn build(config: Config) -> Result<App, AppError> {
         },
     ));
     let metrics = Arc::new(Metrics::new(Arc::clone(&keyring)).map_err(AppError::Metrics)?);
-    let audit = Arc::new(AuditLog::open(&config.audit).map_err(AppError::Audit)?);
+    let audit = Arc::new(
+        AuditLog::open_scoped(&config.audit, config.audit_scopes.clone())
+            .map_err(AppError::Audit)?,
+    );
     let in_flight = Arc::new(tokio::sync::Semaphore::new(
         config
             .server
@@ -247,11 +250,12 @@ pub fn build(config: Config) -> Result<App, AppError> {
         None => None,
     };
     let authorizer = Arc::new(Authorizer::new(&config.authz));
+    let readiness = Arc::new(Readiness::new(config.server.readiness_grace));
     Ok(App {
         config,
         keyring,
         codec,
-        readiness: Arc::new(Readiness::default()),
+        readiness,
         local_files,
         metrics,
         audit,
@@ -355,6 +359,10 @@ impl App {
                     let reloader = TlsReloader::load(settings)
                         .map_err(|error| AppError::Tls { listener, error })?;
                     reloader.spawn_watcher();
+                    let watched = Arc::downgrade(&reloader);
+                    self.metrics.watch_certificate(listener, move || {
+                        watched.upgrade().and_then(|reloader| reloader.not_after())
+                    });
                     Ok::<_, AppError>(reloader)
                 })
                 .transpose()
@@ -378,6 +386,10 @@ impl App {
                 linger,
             };
         let admin_listener = match server.admin_listen {
+            Some(address) => Some(bind(address).await?),
+            None => None,
+        };
+        let admin_api_listener = match self.config.admin.listen {
             Some(address) => Some(bind(address).await?),
             None => None,
         };
@@ -432,15 +444,37 @@ impl App {
                 tokio::spawn(listener::serve(listener, ui_app, options, drain_rx.clone())),
             ));
         }
+        let admin_api = crate::server::admin_api::router(
+            Arc::clone(&self.keyring),
+            crate::server::admin_api::AdminApiOptions::from_config(&self.config.admin),
+        );
+        // `[admin] listen`: the admin API on its own listener (loopback, no TLS); otherwise
+        // beside the metrics and probes.
+        let admin_api = match admin_api_listener {
+            Some(listener) => {
+                log_listening("admin api", &listener);
+                let options = listener_options("admin api", None);
+                tasks.push((
+                    "admin api",
+                    tokio::spawn(listener::serve(
+                        listener,
+                        admin_api,
+                        options,
+                        drain_rx.clone(),
+                    )),
+                ));
+                None
+            }
+            None => Some(admin_api),
+        };
         if let Some(listener) = admin_listener {
             log_listening("admin", &listener);
-            // Metrics and probes, plus the admin API; the peer address lets the admin API tell
-            // loopback callers from others.
-            let admin_app =
-                crate::server::admin::router(self.state()).merge(crate::server::admin_api::router(
-                    Arc::clone(&self.keyring),
-                    crate::server::admin_api::AdminApiOptions::from_config(&self.config.admin),
-                ));
+            // Metrics and probes, plus the admin API unless it has its own listener; the peer
+            // address lets the admin API tell loopback callers from others.
+            let mut admin_app = crate::server::admin::router(self.state());
+            if let Some(admin_api) = admin_api {
+                admin_app = admin_app.merge(admin_api);
+            }
             let options = listener_options("admin", admin_tls);
             tasks.push((
                 "admin",

@@ -23,6 +23,10 @@
 //! as a warning instead of written. [`AuditLog::close`] (called when the server has drained, and
 //! on drop) writes every pending line before it returns.
 
+pub mod scope;
+
+pub use scope::{Scope, Scopes};
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -43,7 +47,15 @@ pub const HARD_LIMIT: usize = 4 * MAX_PENDING;
 pub struct AuditLog {
     shared: Option<Arc<Shared>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// What each listener records line by line ([`scope`]); the rest is summarized.
+    scopes: Scopes,
+    summaries: Arc<scope::Summaries>,
+    /// Writes the summary lines every `scopes.summary_interval`, and once more on close.
+    summarizer: Mutex<Option<(Arc<StopSignal>, std::thread::JoinHandle<()>)>>,
 }
+
+/// Set (and signalled) to stop the summary writer.
+type StopSignal = (Mutex<bool>, Condvar);
 
 struct Shared {
     pending: Mutex<Pending>,
@@ -108,8 +120,40 @@ pub struct Record<'a> {
 }
 
 impl AuditLog {
-    /// Opens the configured output and starts its writer thread.
+    /// Opens the configured output with every request recorded line by line.
     pub fn open(output: &AuditOutput) -> Result<Self, AuditError> {
+        Self::open_scoped(output, Scopes::all())
+    }
+
+    /// Opens the configured output recording what `scopes` says, and starts the summary writer
+    /// when a listener summarizes.
+    pub fn open_scoped(output: &AuditOutput, scopes: Scopes) -> Result<Self, AuditError> {
+        let mut log = Self::open_output(output)?;
+        log.scopes = scopes;
+        if let Some(shared) = &log.shared
+            && log.scopes.summarizes()
+        {
+            let stop: Arc<StopSignal> = Arc::new((Mutex::new(false), Condvar::new()));
+            let thread = {
+                let stop = Arc::clone(&stop);
+                let shared = Arc::clone(shared);
+                let summaries = Arc::clone(&log.summaries);
+                let interval = log.scopes.summary_interval;
+                std::thread::Builder::new()
+                    .name("audit-summary".to_owned())
+                    .spawn(move || summarize(&stop, &shared, &summaries, interval))
+                    .map_err(|error| AuditError {
+                        target: "summary thread".to_owned(),
+                        error,
+                    })?
+            };
+            *lock(&log.summarizer) = Some((stop, thread));
+        }
+        Ok(log)
+    }
+
+    /// Opens the configured output and starts its writer thread.
+    fn open_output(output: &AuditOutput) -> Result<Self, AuditError> {
         let failed = |target: &str| {
             let target = target.to_owned();
             move |error| AuditError { target, error }
@@ -149,6 +193,9 @@ impl AuditLog {
         Ok(Self {
             shared: Some(shared),
             writer: Mutex::new(Some(writer)),
+            scopes: Scopes::all(),
+            summaries: Arc::new(scope::Summaries::new(SystemTime::now())),
+            summarizer: Mutex::new(None),
         })
     }
 
@@ -157,6 +204,9 @@ impl AuditLog {
         Self {
             shared: None,
             writer: Mutex::new(None),
+            scopes: Scopes::all(),
+            summaries: Arc::new(scope::Summaries::new(SystemTime::now())),
+            summarizer: Mutex::new(None),
         }
     }
 
@@ -178,10 +228,16 @@ impl AuditLog {
         })
     }
 
-    /// Records one request, without waiting for the output. A failed write is logged, never
+    /// Records one request, as a line of its own or in its listener's next summary line, as the
+    /// listener's [`Scope`] says, without waiting for the output. A failed write is logged, never
     /// fails the request.
     pub fn record(&self, record: &Record<'_>) {
         let Some(shared) = &self.shared else { return };
+        match self.scopes.of(record.listener).decide(record) {
+            scope::Decision::Line => {}
+            scope::Decision::Summary => return self.summaries.add(record),
+            scope::Decision::Nothing => return,
+        }
         thread_local! {
             static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
@@ -196,6 +252,14 @@ impl AuditLog {
     /// requests themselves. Called once the server has drained; idempotent.
     pub fn close(&self) {
         let Some(shared) = &self.shared else { return };
+        // The summary writer writes what it counted, then the writer drains everything.
+        if let Some((stop, thread)) = lock(&self.summarizer).take() {
+            *lock(&stop.0) = true;
+            stop.1.notify_one();
+            if thread.join().is_err() {
+                tracing::warn!("the audit summary thread failed");
+            }
+        }
         lock(&shared.pending).closed = true;
         shared.lines_waiting.notify_one();
         if let Some(writer) = lock(&self.writer).take()
@@ -210,6 +274,66 @@ impl Drop for AuditLog {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// The summary writer: every `interval` (and once more when `stop` is set), one line per group
+/// counted since the last summary.
+fn summarize(stop: &StopSignal, shared: &Shared, summaries: &scope::Summaries, interval: Duration) {
+    let mut line = Vec::new();
+    loop {
+        let mut stopped = lock(&stop.0);
+        let deadline = std::time::Instant::now() + interval;
+        while !*stopped {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            stopped = stop
+                .1
+                .wait_timeout(stopped, left)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+        }
+        let last = *stopped;
+        drop(stopped);
+        let now = SystemTime::now();
+        let (since, groups) = summaries.take(now);
+        line.clear();
+        for group in &groups {
+            render_summary(group, since, now, &mut line);
+        }
+        if !line.is_empty() {
+            shared.append(&line);
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+/// Renders one summary line, newline included:
+/// `{"time":…,"kind":"summary","since":…,"listener":"worker","principal":"anonymous",
+/// "namespace":"orders","op":"encode","requests":1200,"payloads":1200,"bytes":30000}`.
+fn render_summary(group: &scope::Group, since: SystemTime, now: SystemTime, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"time\":\"");
+    write_time(now, out);
+    out.extend_from_slice(b"\",\"kind\":\"summary\",\"since\":\"");
+    write_time(since, out);
+    out.extend_from_slice(b"\",\"listener\":");
+    write_json_string(&group.listener, out);
+    out.extend_from_slice(b",\"principal\":");
+    write_optional(group.principal.as_deref(), out);
+    out.extend_from_slice(b",\"namespace\":");
+    write_optional(group.namespace.as_deref(), out);
+    out.extend_from_slice(b",\"op\":");
+    write_json_string(&group.op, out);
+    out.extend_from_slice(b",\"requests\":");
+    write_decimal(group.counts.requests, out);
+    out.extend_from_slice(b",\"payloads\":");
+    write_decimal(group.counts.payloads, out);
+    out.extend_from_slice(b",\"bytes\":");
+    write_decimal(group.counts.bytes, out);
+    out.extend_from_slice(b"}\n");
 }
 
 /// A standard stream as an audit sink: a duplicate of its descriptor, written directly (one

@@ -111,6 +111,9 @@ pub struct ServerConfig {
     pub namespace_from_path: bool,
     /// Longest a codec request may take.
     pub request_timeout: Duration,
+    /// How long a key provider serving a namespace this process has served may keep failing its
+    /// health check before readiness turns false (cached data keys keep serving meanwhile).
+    pub readiness_grace: Duration,
     /// How long in-flight requests may run after SIGTERM.
     pub shutdown_grace: Duration,
     /// CORS.
@@ -312,6 +315,8 @@ pub struct Config {
     pub ui: Option<UiConfig>,
     /// Audit log output.
     pub audit: AuditOutput,
+    /// What each listener audits (`[audit] worker`, `ui`, `grpc`, `summary_interval`).
+    pub audit_scopes: crate::audit::Scopes,
     /// Providers by name.
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Namespaces by name; `*` serves every other namespace.
@@ -345,6 +350,10 @@ pub struct AdminConfig {
     /// A file holding the bearer token the admin API requires. Without it, mutating admin
     /// routes answer loopback callers only.
     pub token_file: Option<PathBuf>,
+    /// Serve the admin API on its own listener at this address (`127.0.0.1:9465` in the Helm
+    /// chart's sidecar mode) instead of beside `/metrics` and the probes on the admin listener,
+    /// so the port Prometheus and the kubelet reach carries no admin route.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Is `name` acceptable as a namespace (in config, headers and paths)?
@@ -446,6 +455,7 @@ fn base() -> Config {
             namespace_from_path: true,
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(20),
+            readiness_grace: crate::server::DEFAULT_READINESS_GRACE,
             cors: CorsConfig::default(),
             auth: Vec::new(),
             tls: None,
@@ -458,6 +468,7 @@ fn base() -> Config {
         },
         ui: None,
         audit: AuditOutput::default(),
+        audit_scopes: crate::audit::Scopes::default(),
         providers: BTreeMap::new(),
         namespaces: BTreeMap::new(),
         cache: CacheOptions::default(),
@@ -797,7 +808,7 @@ fn parse_root(
         config.ui = parse_ui(ui, problems);
     }
     if let Some(audit) = fields.table("audit", problems) {
-        config.audit = parse_audit(audit, problems);
+        (config.audit, config.audit_scopes) = parse_audit(audit, problems);
     }
 
     let data_keys = fields.table("data_keys", problems);
@@ -859,6 +870,7 @@ fn parse_root(
                 config.admin.token_file = Some(PathBuf::from(file));
             }
         }
+        config.admin.listen = admin_fields.socket("listen", problems);
         admin_fields.finish(problems);
     }
 
@@ -1064,6 +1076,9 @@ fn parse_server(
     }
     if let Some(grace) = fields.duration("shutdown_grace", problems) {
         server.shutdown_grace = grace;
+    }
+    if let Some(grace) = fields.duration("readiness_grace", problems) {
+        server.readiness_grace = grace;
     }
     server.cors = parse_cors("server.cors", fields.table("cors", problems), problems);
     if let Some(methods) = fields.strings("auth", problems) {
@@ -1271,11 +1286,42 @@ fn parse_ui(table: &toml::Table, problems: &mut Vec<Problem>) -> Option<UiConfig
     })
 }
 
-/// Parses `[audit]`.
-fn parse_audit(table: &toml::Table, problems: &mut Vec<Problem>) -> AuditOutput {
+/// Parses `[audit]`: the output, and what each listener records.
+fn parse_audit(
+    table: &toml::Table,
+    problems: &mut Vec<Problem>,
+) -> (AuditOutput, crate::audit::Scopes) {
+    use crate::audit::Scope;
     let mut fields = Fields::new("audit", Some(table));
     let output = fields.string("output", problems);
     let path = fields.string("path", problems);
+    let mut scopes = crate::audit::Scopes::default();
+    for (key, slot) in [
+        ("worker", &mut scopes.worker),
+        ("ui", &mut scopes.ui),
+        ("grpc", &mut scopes.grpc),
+    ] {
+        if let Some(name) = fields.string(key, problems) {
+            match Scope::from_name(&name) {
+                Some(scope) => *slot = scope,
+                None => fields.problem(
+                    problems,
+                    key,
+                    format!(
+                        "expected one of {}, found {name:?}",
+                        Scope::NAMES.map(|n| format!("\"{n}\"")).join(", ")
+                    ),
+                ),
+            }
+        }
+    }
+    if let Some(interval) = fields.duration("summary_interval", problems) {
+        if interval < std::time::Duration::from_secs(1) {
+            fields.problem(problems, "summary_interval", "must be at least 1s");
+        } else {
+            scopes.summary_interval = interval;
+        }
+    }
     let audit = match output.as_deref() {
         Some("off") => AuditOutput::Off,
         None | Some("stdout") => AuditOutput::Stdout,
@@ -1300,7 +1346,7 @@ fn parse_audit(table: &toml::Table, problems: &mut Vec<Problem>) -> AuditOutput 
         fields.problem(problems, "path", "only used with output = \"file\"");
     }
     fields.finish(problems);
-    audit
+    (audit, scopes)
 }
 
 fn parse_limits(

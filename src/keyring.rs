@@ -148,8 +148,8 @@ pub struct NamespacePolicy {
     pub key: String,
     /// Data key limits.
     pub limits: Limits,
-    /// The value of the `namespace` label in metrics: the configured namespace, or `*` for
-    /// namespaces served by the wildcard entry (keeps label cardinality bounded).
+    /// The configuration entry serving the namespace, for the `entry` label in metrics: the
+    /// configured namespace, or `*` for namespaces served by the wildcard entry.
     pub metrics_label: String,
 }
 
@@ -576,7 +576,7 @@ impl Stats {
 pub struct NamespaceSnapshot {
     /// The namespace.
     pub namespace: String,
-    /// Its metrics label.
+    /// The configuration entry serving it (the `entry` metrics label): itself or `*`.
     pub metrics_label: String,
     /// Provider name from config.
     pub provider: String,
@@ -1185,6 +1185,33 @@ impl Keyring {
             }
         }
         retired
+    }
+
+    /// Checks the health of every configured provider once: each provider's name and outcome.
+    pub async fn check_each_provider(&self) -> Vec<(String, Result<(), ProviderError>)> {
+        let policies = &self.inner.policies;
+        let mut results: Vec<(String, Result<(), ProviderError>)> = Vec::new();
+        for policy in policies.exact.values().chain(policies.wildcard.iter()) {
+            if results
+                .iter()
+                .any(|(name, _)| *name == policy.provider_name)
+            {
+                continue;
+            }
+            let result = policy.provider.health().await;
+            results.push((policy.provider_name.clone(), result));
+        }
+        results
+    }
+
+    /// The providers of the namespaces this process has served (encoded or decoded for).
+    pub fn served_providers(&self) -> std::collections::HashSet<String> {
+        self.inner
+            .namespaces
+            .load()
+            .values()
+            .map(|keys| keys.policy.provider_name.clone())
+            .collect()
     }
 
     /// Checks every configured provider's health. Returns the first failure.

@@ -20,6 +20,7 @@
 //! * [`envelope`]: the sealed payload format; synchronous, no I/O.
 //! * [`payload`]: Temporal's Payload messages, protobuf and proto3 JSON.
 //! * [`secret`]: key types; no crypto.
+//! * [`config_check`]: the files a configuration refers to, opened (`config check --deep`).
 //! * [`config`]: typed configuration; the only reader of the environment.
 
 pub mod admin;
@@ -29,6 +30,7 @@ pub mod auth;
 pub mod codec;
 pub mod compression;
 pub mod config;
+pub mod config_check;
 pub mod envelope;
 pub mod keyring;
 pub mod keys;

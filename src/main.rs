@@ -51,11 +51,19 @@ struct Global {
     #[arg(long, global = true, value_name = "DIR", default_value = ".kmscodec")]
     data_dir: PathBuf,
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "KMSCODEC_LOG_FORMAT")]
     log_format: LogFormat,
     /// Log filter, e.g. `info`, `kmscodec=debug`.
-    #[arg(long, global = true, value_name = "FILTER", default_value = "info")]
+    #[arg(long, global = true, value_name = "FILTER", default_value = "info", env = "KMSCODEC_LOG", value_parser = log_filter)]
     log: String,
+}
+
+/// A log filter that `tracing_subscriber` accepts: a typo in `--log` or `KMSCODEC_LOG` is a
+/// usage error, not a silent fallback.
+fn log_filter(value: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(value)
+        .map(|_| value.to_owned())
+        .map_err(|error| format!("not a log filter ({error}); e.g. info, kmscodec=debug"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -147,6 +155,13 @@ enum ConfigCommand {
     Check {
         /// The file (defaults to --config).
         file: Option<PathBuf>,
+        /// Also open every file the configuration refers to (keyrings, tokens, TLS certificates
+        /// and keys, CA bundles) and report every unreadable one at once.
+        #[arg(long)]
+        deep: bool,
+        /// Also log in to each key provider once (implies --deep).
+        #[arg(long)]
+        connect: bool,
     },
 }
 
@@ -353,6 +368,46 @@ fn load_config(global: &Global) -> Result<Config, Failure> {
     }
 }
 
+/// `config check --deep`: every referenced file opened, every unreadable one named at once.
+fn config_check_deep(file: &Path, config: &Config) -> Result<(), Failure> {
+    let references = kmscodec::config_check::references(config);
+    let problems = kmscodec::config_check::unreadable(&references);
+    if problems.is_empty() {
+        println!(
+            "{}: {} referenced file{} readable",
+            file.display(),
+            references.len(),
+            if references.len() == 1 { "" } else { "s" }
+        );
+        return Ok(());
+    }
+    Err(Failure::usage(format!(
+        "{}: {} of {} referenced files cannot be used:\n  {}",
+        file.display(),
+        problems.len(),
+        references.len(),
+        problems.join("\n  ")
+    )))
+}
+
+/// `config check --connect`: each provider built as `serve` builds it and asked for its health
+/// once (Vault logs in, AWS resolves credentials and describes a key, a local keyring is read).
+fn config_check_connect(config: Config) -> Result<(), Failure> {
+    let app = app::build(config).map_err(Failure::usage)?;
+    let results = runtime()?.block_on(app.keyring.check_each_provider());
+    let mut failed = Vec::new();
+    for (provider, result) in results {
+        match result {
+            Ok(()) => println!("provider {provider}: ok"),
+            Err(error) => failed.push(format!("provider {provider}: {error}")),
+        }
+    }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::failed(failed.join("\n")))
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -402,13 +457,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 app.serve(shutdown_signal()).await.map_err(Failure::failed)
             })
         }
-        Command::Config(ConfigCommand::Check { file }) => {
+        Command::Config(ConfigCommand::Check {
+            file,
+            deep,
+            connect,
+        }) => {
             let Some(file) = file.or(cli.global.config) else {
                 return Err(Failure::usage(
                     "config check: name a file (or pass --config FILE)",
                 ));
             };
             let config = Config::load(&file).map_err(Failure::usage)?;
+            if deep || connect {
+                config_check_deep(&file, &config)?;
+            }
+            if connect {
+                config_check_connect(config.clone())?;
+            }
             println!(
                 "{}: ok ({} provider{}, {} namespace entr{})",
                 file.display(),

@@ -1,11 +1,17 @@
 //! Prometheus metrics: the registry, the typed label sets, and the text exposition.
 //!
 //! Label values come from closed sets (`transport`, `op`, `result`, `reason`, `provider`) or from
-//! configuration (`namespace` is the configured namespace name, or `*` for every namespace the
-//! wildcard entry serves), so cardinality is bounded by the config file, never by callers.
-//! Per-namespace key gauges are refreshed from the keyring at scrape time.
+//! the keyring: `temporal_namespace` is the Temporal namespace a data key serves and `entry` the
+//! configuration entry that serves it (the namespace itself, or `*`). A namespace served by the
+//! `*` entry gets its own series, so cardinality is bounded by the configured entries plus
+//! `max_wildcard_namespaces`, never by callers; a namespace the keyring no longer holds loses its
+//! series at the next scrape. Per-namespace key series are refreshed from the keyring at scrape
+//! time.
+//!
+//! No label of ours is called `namespace`: Prometheus Operator sets that target label to the
+//! Kubernetes namespace, and ours would be renamed `exported_namespace` under it.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +21,7 @@ use prometheus::{
 };
 
 use crate::codec::ErrorClass;
-use crate::keyring::Keyring;
+use crate::keyring::{Keyring, RotationReason};
 
 /// Which transport served a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +96,48 @@ struct KeySeries {
     hard_limit_refusals: IntCounterVec,
     rotation_failures: IntCounterVec,
     cache_entries: IntGauge,
+    /// The (`temporal_namespace`, `entry`) pairs published at the last scrape.
+    published: BTreeSet<(String, String)>,
+}
+
+impl KeySeries {
+    /// Drops every series of a namespace the keyring no longer holds.
+    fn remove(&self, namespace: &str, entry: &str) {
+        let l = [namespace, entry];
+        for gauge in [
+            &self.uses,
+            &self.soft_limit,
+            &self.hard_limit,
+            &self.usage_ratio,
+            &self.age,
+            &self.max_age,
+        ] {
+            let _ = gauge.remove_label_values(&l);
+        }
+        for counter in [&self.hard_limit_refusals, &self.rotation_failures] {
+            let _ = counter.remove_label_values(&l);
+        }
+        for reason in RotationReason::ALL {
+            let _ = self
+                .rotations
+                .remove_label_values(&[namespace, entry, reason.as_str()]);
+        }
+    }
+}
+
+/// The standard `process_*` series (CPU, resident memory, open file descriptors, start time),
+/// where the platform has them (Linux).
+#[cfg(target_os = "linux")]
+fn register_process_metrics(registry: &Registry) -> Result<(), MetricsError> {
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn register_process_metrics(_registry: &Registry) -> Result<(), MetricsError> {
+    Ok(())
 }
 
 /// All metrics of one process.
@@ -105,6 +153,7 @@ pub struct Metrics {
     ready: Gauge,
     audit_shed: IntCounterVec,
     keys: Mutex<KeySeries>,
+    certificates: Certificates,
     keyring: Arc<Keyring>,
 }
 
@@ -113,6 +162,16 @@ impl std::fmt::Debug for Metrics {
         f.debug_struct("Metrics").finish_non_exhaustive()
     }
 }
+
+/// When each TLS listener's served certificate expires, read at scrape time (certificates are
+/// reloaded in place).
+struct Certificates {
+    not_after: GaugeVec,
+    sources: Mutex<Vec<(&'static str, CertificateSource)>>,
+}
+
+/// Reads a listener's current certificate expiry (Unix seconds), `None` once it is gone.
+type CertificateSource = Box<dyn Fn() -> Option<i64> + Send + Sync>;
 
 /// Why the registry could not be built (a duplicate or invalid metric: a bug).
 #[derive(Debug, thiserror::Error)]
@@ -204,7 +263,7 @@ impl Metrics {
         registry.register(Box::new(stats.compression_input_bytes.clone()))?;
         registry.register(Box::new(stats.compression_output_bytes.clone()))?;
 
-        let ns = &["namespace"];
+        let ns = &["temporal_namespace", "entry"];
         let keys = KeySeries {
             uses: gauge_vec(
                 &registry,
@@ -246,7 +305,7 @@ impl Metrics {
                 &registry,
                 "kmscodec_data_key_rotations_total",
                 "New data keys by reason (initial, count, age, bytes, manual).",
-                &["namespace", "reason"],
+                &["temporal_namespace", "entry", "reason"],
             )?,
             hard_limit_refusals: counter_vec(
                 &registry,
@@ -268,6 +327,17 @@ impl Metrics {
                 registry.register(Box::new(gauge.clone()))?;
                 gauge
             },
+            published: BTreeSet::new(),
+        };
+        register_process_metrics(&registry)?;
+        let certificates = Certificates {
+            not_after: gauge_vec(
+                &registry,
+                "kmscodec_tls_certificate_not_after_seconds",
+                "Unix time at which the certificate a TLS listener serves expires.",
+                &["listener"],
+            )?,
+            sources: Mutex::new(Vec::new()),
         };
         Ok(Self {
             registry,
@@ -279,6 +349,7 @@ impl Metrics {
             ready,
             audit_shed,
             keys: Mutex::new(keys),
+            certificates,
             keyring,
         })
     }
@@ -326,80 +397,90 @@ impl Metrics {
         self.ready.set(if ready { 1.0 } else { 0.0 });
     }
 
-    /// Refreshes the per-namespace series from the keyring. Namespaces sharing a label (the `*`
-    /// entry) are aggregated: the largest uses, ratio and age, summed counters.
+    /// Refreshes the per-namespace series from the keyring: one series per Temporal namespace
+    /// the keyring holds, and none for a namespace it no longer holds.
     async fn refresh_keys(&self) {
         self.keyring.sync_cache().await;
         let snapshot = self.keyring.snapshot();
-        let Ok(keys) = self.keys.lock() else { return };
+        let Ok(mut keys) = self.keys.lock() else {
+            return;
+        };
         keys.cache_entries.set(self.keyring.cached_keys() as i64);
-        struct Aggregate {
-            uses: f64,
-            soft: f64,
-            hard: f64,
-            ratio: f64,
-            age: f64,
-            max_age: f64,
-            rotations: BTreeMap<String, u64>,
-            refusals: u64,
-            failures: u64,
-        }
-        let mut by_label: BTreeMap<String, Aggregate> = BTreeMap::new();
+        let mut published = BTreeSet::new();
         for ns in snapshot {
-            let entry = by_label
-                .entry(ns.metrics_label.clone())
-                .or_insert(Aggregate {
-                    uses: 0.0,
-                    soft: ns.soft_limit as f64,
-                    hard: ns.hard_limit as f64,
-                    ratio: 0.0,
-                    age: 0.0,
-                    max_age: ns.max_age_seconds,
-                    rotations: BTreeMap::new(),
-                    refusals: 0,
-                    failures: 0,
-                });
-            entry.uses = entry.uses.max(ns.uses as f64);
-            entry.ratio = entry
-                .ratio
-                .max(ns.uses as f64 / (ns.hard_limit.max(1)) as f64);
-            entry.age = entry.age.max(ns.age_seconds);
-            for (reason, count) in ns.rotations {
-                *entry.rotations.entry(reason).or_default() += count;
-            }
-            entry.refusals += ns.hard_limit_refusals;
-            entry.failures += ns.rotation_failures;
-        }
-        for (label, aggregate) in by_label {
-            let l = [label.as_str()];
-            keys.uses.with_label_values(&l).set(aggregate.uses);
-            keys.soft_limit.with_label_values(&l).set(aggregate.soft);
-            keys.hard_limit.with_label_values(&l).set(aggregate.hard);
-            keys.usage_ratio.with_label_values(&l).set(aggregate.ratio);
-            keys.age.with_label_values(&l).set(aggregate.age);
-            keys.max_age.with_label_values(&l).set(aggregate.max_age);
-            for (reason, count) in aggregate.rotations {
+            let l = [ns.namespace.as_str(), ns.metrics_label.as_str()];
+            keys.uses.with_label_values(&l).set(ns.uses as f64);
+            keys.soft_limit
+                .with_label_values(&l)
+                .set(ns.soft_limit as f64);
+            keys.hard_limit
+                .with_label_values(&l)
+                .set(ns.hard_limit as f64);
+            keys.usage_ratio
+                .with_label_values(&l)
+                .set(ns.uses as f64 / ns.hard_limit.max(1) as f64);
+            keys.age.with_label_values(&l).set(ns.age_seconds);
+            keys.max_age.with_label_values(&l).set(ns.max_age_seconds);
+            for (reason, count) in &ns.rotations {
                 advance(
                     &keys
                         .rotations
-                        .with_label_values(&[label.as_str(), reason.as_str()]),
-                    count,
+                        .with_label_values(&[l[0], l[1], reason.as_str()]),
+                    *count,
                 );
             }
             advance(
                 &keys.hard_limit_refusals.with_label_values(&l),
-                aggregate.refusals,
+                ns.hard_limit_refusals,
             );
             advance(
                 &keys.rotation_failures.with_label_values(&l),
-                aggregate.failures,
+                ns.rotation_failures,
             );
+            published.insert((ns.namespace, ns.metrics_label));
+        }
+        for (namespace, entry) in keys.published.difference(&published) {
+            keys.remove(namespace, entry);
+        }
+        keys.published = published;
+    }
+
+    /// Reports `listener`'s certificate expiry from `source` at every scrape.
+    pub fn watch_certificate(
+        &self,
+        listener: &'static str,
+        source: impl Fn() -> Option<i64> + Send + Sync + 'static,
+    ) {
+        if let Ok(mut sources) = self.certificates.sources.lock() {
+            sources.push((listener, Box::new(source)));
+        }
+    }
+
+    fn refresh_certificates(&self) {
+        let Ok(sources) = self.certificates.sources.lock() else {
+            return;
+        };
+        for (listener, source) in sources.iter() {
+            match source() {
+                Some(not_after) => self
+                    .certificates
+                    .not_after
+                    .with_label_values(&[*listener])
+                    .set(not_after as f64),
+                None => {
+                    let _ = self
+                        .certificates
+                        .not_after
+                        .remove_label_values(&[*listener]);
+                }
+            }
         }
     }
 
     /// The Prometheus text exposition of every metric.
     pub async fn render(&self) -> String {
         self.refresh_keys().await;
+        self.refresh_certificates();
         let mut out = Vec::new();
         if TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

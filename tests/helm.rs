@@ -354,7 +354,7 @@ fn prometheus_rule_is_the_tested_alert_rules_and_passes_promtool() {
                 .current_dir(dir.path());
             let out = common::run(check, TOOL_TIMEOUT);
             assert!(
-                out.status.success() && out.stdout.contains("SUCCESS: 7 rules found"),
+                out.status.success() && out.stdout.contains("SUCCESS: 13 rules found"),
                 "promtool check rules ({})\n{}",
                 r.name,
                 out.both()
@@ -414,6 +414,11 @@ fn bad_values_fail_to_render_with_clear_messages() {
             "a rule with an unknown role",
             "server:\n  auth:\n    rules:\n      - {principals: [\"token:oncall\"], namespaces: [\"*\"], roles: [decode]}\n",
             &["/server/auth/rules/0/roles/0", "'read', 'write'"],
+        ),
+        (
+            "an unknown audit scope",
+            "config:\n  audit:\n    worker: everything\n",
+            &["/config/audit/worker", "'all', 'decodes', 'refusals', 'off'"],
         ),
         (
             "JWT without audiences",
@@ -674,7 +679,28 @@ fn serve_rendered_config_and_probe(mut config: toml::Table, probe_paths: &[(&str
         }
     }
     let admin_token = "helm-test-admin-token";
-    let with_token = config.contains_key("admin");
+    let with_token = config
+        .get("admin")
+        .is_some_and(|admin| admin.get("token_file").is_some());
+    // Sidecar mode without a token: the admin API on its own loopback listener.
+    let api_port = config
+        .get("admin")
+        .and_then(|admin| admin.get("listen"))
+        .map(|listen| {
+            assert!(
+                listen.as_str().unwrap().starts_with("127.0.0.1:"),
+                "{listen}"
+            );
+            common::free_port()
+        });
+    if let Some(port) = api_port {
+        let admin = config["admin"].as_table_mut().unwrap();
+        admin.insert("listen".into(), format!("127.0.0.1:{port}").into());
+    }
+    assert!(
+        with_token || api_port.is_some(),
+        "without a token the admin API must be on loopback"
+    );
     if with_token {
         let token_file = dir.path().join("admin-token");
         fs::write(&token_file, admin_token).unwrap();
@@ -720,6 +746,17 @@ fn serve_rendered_config_and_probe(mut config: toml::Table, probe_paths: &[(&str
         let answer =
             common::http_request("GET", &namespaces, &[("Authorization", &bearer)], b"").unwrap();
         assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    if let Some(port) = api_port {
+        // The probe port (the pod IP) carries no admin route; loopback does.
+        assert_eq!(
+            common::http_status(&format!("{admin}/admin/v1/namespaces")),
+            Some(404)
+        );
+        assert_eq!(
+            common::http_status(&format!("http://127.0.0.1:{port}/admin/v1/namespaces")),
+            Some(200)
+        );
     }
     assert!(common::port_open(listen_port), "the codec listener is up");
     assert!(socket_path.exists(), "the gRPC Unix socket is served");
@@ -801,4 +838,240 @@ fn sidecar_templates_work_from_a_parent_chart() {
         .unwrap();
     assert_eq!(config_volume["configMap"]["name"], "w-kmscodec");
     assert_eq!(pod["serviceAccountName"], "w-kmscodec");
+}
+
+/// Renders the chart with extra `--set` pairs and arguments; the output, successful or not.
+fn template_with(sets: &[&str], extra: &[&str]) -> common::Output {
+    let mut args: Vec<String> = sets
+        .iter()
+        .flat_map(|p| ["--set".to_string(), p.to_string()])
+        .collect();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    template(&args)
+}
+
+#[test]
+fn native_sidecar_is_never_rendered_for_kubernetes_before_1_29() {
+    // The default (native) on 1.27 and 1.28: a render failure that says what to do, for this
+    // chart's own resources and for the example worker.
+    for version in ["1.27.0", "1.28.9"] {
+        for sets in [&[][..], &["exampleWorker.enabled=true"][..]] {
+            let out = template_with(sets, &["--kube-version", version]);
+            assert!(
+                !out.status.success(),
+                "rendered a native sidecar for {version}\n{}",
+                out.stdout
+            );
+            for needle in [
+                "sidecar.native=true needs Kubernetes 1.29",
+                "sidecar.native=false",
+            ] {
+                assert!(out.stderr.contains(needle), "{}", out.both());
+            }
+        }
+    }
+    // The classic sidecar by choice on 1.27: a plain container, no init container.
+    let out = template_with(
+        &["sidecar.native=false", "exampleWorker.enabled=true"],
+        &["--kube-version", "1.27.0"],
+    );
+    assert!(out.status.success(), "{}", out.both());
+    let documents = yaml_documents(&out.stdout);
+    let (pod, container) = sidecar_container(&documents, false);
+    assert!(container.get("restartPolicy").is_none());
+    assert!(
+        pod.get("initContainers")
+            .is_none_or(|c| c.as_array().unwrap().is_empty())
+    );
+    // 1.29: native.
+    let out = template_with(
+        &["exampleWorker.enabled=true"],
+        &["--kube-version", "1.29.0"],
+    );
+    assert!(out.status.success(), "{}", out.both());
+    let documents = yaml_documents(&out.stdout);
+    let (_, container) = sidecar_container(&documents, true);
+    assert_eq!(container["restartPolicy"], "Always");
+}
+
+#[test]
+fn values_reach_the_container_image_and_labels() {
+    let chart: Value = {
+        let text = fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap();
+        yaml_documents(&text).remove(0)
+    };
+    let app_version = chart["appVersion"].as_str().unwrap();
+    let chart_label = format!("kmscodec-{}", chart["version"].as_str().unwrap());
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let out = template_with(
+        &[
+            "exampleWorker.enabled=true",
+            "log.format=json",
+            "log.level=kmscodec=debug",
+            "extraArgs[0]=--grpc-listen",
+            "extraArgs[1]=127.0.0.1:7233",
+            "extraEnv[0].name=AWS_REGION",
+            "extraEnv[0].value=eu-west-1",
+            &format!("image.digest={digest}"),
+            "metrics.grafanaDashboard.enabled=true",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", out.both());
+    let documents = yaml_documents(&out.stdout);
+    let (_, container) = sidecar_container(&documents, true);
+    assert_eq!(
+        container["image"],
+        format!("ghcr.io/kmscodec/kmscodec:{app_version}@{digest}")
+    );
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "serve",
+            "--config",
+            "/etc/kmscodec/kmscodec.toml",
+            "--grpc-listen",
+            "127.0.0.1:7233"
+        ]
+    );
+    let env: Vec<(&str, &str)> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e["value"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        env,
+        [
+            ("KMSCODEC_LOG", "kmscodec=debug"),
+            ("KMSCODEC_LOG_FORMAT", "json"),
+            ("AWS_REGION", "eu-west-1")
+        ]
+    );
+    // Every resource carries the chart and version labels.
+    for document in &documents {
+        let labels = &document["metadata"]["labels"];
+        assert_eq!(labels["helm.sh/chart"], chart_label.as_str(), "{document}");
+        assert_eq!(
+            labels["app.kubernetes.io/version"], app_version,
+            "{document}"
+        );
+    }
+    // The dashboard ConfigMap, labelled for Grafana's sidecar, holds the tested dashboard.
+    let dashboard = of_kind(&documents, "ConfigMap")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == format!("{RELEASE}-dashboard"))
+        .expect("dashboard ConfigMap");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json = dashboard["data"]["kmscodec.json"].as_str().unwrap();
+    let shipped: Value = serde_json::from_str(json).unwrap();
+    let source: Value = serde_json::from_str(
+        &fs::read_to_string(common::repo_root().join("deploy/grafana/kmscodec.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(shipped, source);
+
+    // A tag without a digest; a malformed digest is refused.
+    let out = template_with(&["exampleWorker.enabled=true", "image.tag=1.2.3"], &[]);
+    let documents = yaml_documents(&out.stdout);
+    let (_, container) = sidecar_container(&documents, true);
+    assert_eq!(container["image"], "ghcr.io/kmscodec/kmscodec:1.2.3");
+    let out = template_with(&["image.digest=sha256:1234"], &[]);
+    assert!(
+        !out.status.success() && out.stderr.contains("/image/digest"),
+        "{}",
+        out.both()
+    );
+}
+
+#[test]
+fn memory_limit_is_checked_against_the_codec_limits() {
+    // The defaults fit: 64 MiB + 8 x 4 x 4 MiB = 192 MiB <= 256Mi.
+    let documents = &rendered_case("default").documents;
+    let config: toml::Table = config_toml(documents).parse().unwrap();
+    let server = config["server"].as_table().unwrap();
+    let body = server["body_limit_bytes"].as_integer().unwrap();
+    let concurrent = server["max_concurrent_requests"].as_integer().unwrap();
+    assert!(64 * 1024 * 1024 + concurrent * 4 * body <= 256 * 1024 * 1024);
+    // What the binary would allow without the chart's limits does not fit, and is refused with
+    // the formula and the fix.
+    for (sets, need) in [
+        (&["resources.limits.memory=128Mi"][..], "= 192 MiB"),
+        (&["config.server.body_limit_bytes=64MiB"][..], "= 2112 MiB"),
+        (
+            &[
+                "config.server.max_concurrent_requests=64",
+                "resources.limits.memory=1Gi",
+            ][..],
+            "= 1088 MiB",
+        ),
+    ] {
+        let out = template_with(sets, &[]);
+        assert!(!out.status.success(), "{sets:?} rendered\n{}", out.stdout);
+        for needle in [
+            "64 MiB + max_concurrent_requests",
+            need,
+            "checkMemoryLimit=false",
+        ] {
+            assert!(out.stderr.contains(needle), "{sets:?}: {}", out.both());
+        }
+    }
+    // Enough memory, or the check off, renders.
+    for sets in [
+        &[
+            "config.server.body_limit_bytes=64MiB",
+            "resources.limits.memory=3Gi",
+        ][..],
+        &[
+            "config.server.body_limit_bytes=64MiB",
+            "checkMemoryLimit=false",
+        ][..],
+    ] {
+        let out = template_with(sets, &[]);
+        assert!(out.status.success(), "{sets:?}: {}", out.both());
+    }
+}
+
+#[test]
+fn server_mode_spreads_replicas_and_has_a_disruption_budget() {
+    let documents = &rendered_case("server-unauthenticated").documents;
+    let deployment = of_kind(documents, "Deployment")[0];
+    let spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        .as_array()
+        .expect("topologySpreadConstraints");
+    let keys: Vec<&str> = spread
+        .iter()
+        .map(|c| c["topologyKey"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+    );
+    for constraint in spread {
+        assert_eq!(
+            constraint["labelSelector"]["matchLabels"],
+            deployment["spec"]["selector"]["matchLabels"]
+        );
+    }
+    let budget = of_kind(documents, "PodDisruptionBudget");
+    assert_eq!(budget.len(), 1);
+    assert_eq!(
+        budget[0]["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+    // Sidecar mode: no admin route on the pod IP without a token.
+    let config: toml::Table = config_toml(&rendered_case("default").documents)
+        .parse()
+        .unwrap();
+    assert_eq!(config["admin"]["listen"].as_str(), Some("127.0.0.1:9465"));
+    let config: toml::Table = config_toml(&rendered_case("sidecar-fallback").documents)
+        .parse()
+        .unwrap();
+    assert!(config["admin"].get("listen").is_none());
 }

@@ -140,6 +140,8 @@ namespaces = ["*"]
 roles = ["read"]
 
 [audit]
+# Every worker request gets its own line (the default: refusals only, the rest summarized).
+worker = "all"
 output = "file"
 path = {audit:?}
 
@@ -569,7 +571,24 @@ path = {audit:?}
         audit = dir.join("audit.log"),
         keyring = common::local_keyring_toml(&dir.join("keyring.json")),
     );
-    let _codec = Kmscodec::start_with(Some(&config), &[]);
+    let codec = Kmscodec::start_with(Some(&config), &[]);
+    // The served certificate's expiry is exported for the certificate alerts (rcgen's default
+    // notAfter is 4096-01-01); listeners without TLS have no series.
+    let metrics = common::http_request("GET", &format!("{}/metrics", codec.admin_url()), &[], b"")
+        .unwrap()
+        .text();
+    let expiry: Vec<&str> = metrics
+        .lines()
+        .filter(|line| line.starts_with("kmscodec_tls_certificate_not_after_seconds{"))
+        .collect();
+    assert_eq!(
+        expiry,
+        [format!(
+            "kmscodec_tls_certificate_not_after_seconds{{listener=\"ui\"}} {}",
+            time::macros::datetime!(4096-01-01 0:00 UTC).unix_timestamp()
+        )],
+        "{metrics}"
+    );
     let url = format!("https://127.0.0.1:{ui_port}/encode");
     let encode = |client: &reqwest::blocking::Client, token: Option<&str>| {
         let mut request = client
@@ -628,6 +647,8 @@ principals = ["token:worker"]
 namespaces = ["orders"]
 roles = ["write"]
 [audit]
+# Every gRPC call gets its own line (the default: refusals only).
+grpc = "all"
 output = "file"
 path = {audit:?}
 {keyring}

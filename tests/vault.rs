@@ -823,12 +823,13 @@ fn outage_keeps_cached_keys_working_and_recovers() {
     );
     let token = token_with_policy(&address, &bao.root_token, "kmscodec-sidecar");
     let dir = temp_dir("vault-outage");
+    // Readiness turns false once the provider has failed for readiness_grace (3 s here).
     let config = vault_config(
         &address,
         &token_file_auth(&secret_file(dir.path(), "token", &token)),
         &[("alpha", "kmscodec-alpha")],
         "",
-    );
+    ) + "[server]\nreadiness_grace = \"3s\"\n";
     let mut k = Kmscodec::start_with(Some(&config), &[]);
     let never_seen = encode_ok(&k, "alpha", "sealed before a restart");
     // A new process: the data key of `never_seen` is in no cache now.
@@ -843,7 +844,7 @@ fn outage_keeps_cached_keys_working_and_recovers() {
     decode_ok(&k, "alpha", &during, "sealed during the outage");
     let reply = codec_post(&k, "decode", "alpha", &never_seen);
     assert_eq!(reply.status, 503, "{}", reply.text());
-    wait_for("readiness to turn 503", Duration::from_secs(12), || {
+    wait_for("readiness to turn 503", Duration::from_secs(15), || {
         readyz(&k).0 == 503
     });
     let (_, reason) = readyz(&k);
@@ -857,6 +858,74 @@ fn outage_keeps_cached_keys_working_and_recovers() {
     });
     let after = encode_ok(&k, "alpha", "after");
     decode_ok(&k, "alpha", &after, "after");
+}
+
+/// Readiness does not flap with the KMS: OpenBao stopped for less than `readiness_grace` leaves
+/// every replica ready and cached decodes working; past the grace, only a replica that has served
+/// a namespace of that provider turns not ready (one that never served one stays ready); once
+/// OpenBao is back, readiness recovers.
+#[test]
+fn readiness_outlasts_a_provider_outage_shorter_than_its_grace() {
+    let mut bao = PersistentBao::start();
+    let address = bao.address();
+    enable_transit_with_keys(&address, &bao.root_token, &["kmscodec-alpha"]);
+    write_policy(
+        &address,
+        &bao.root_token,
+        "kmscodec-sidecar",
+        "kmscodec-sidecar.hcl",
+    );
+    let token = token_with_policy(&address, &bao.root_token, "kmscodec-sidecar");
+    let dir = temp_dir("vault-readiness");
+    let config = vault_config(
+        &address,
+        &token_file_auth(&secret_file(dir.path(), "token", &token)),
+        &[("alpha", "kmscodec-alpha")],
+        "",
+    ) + "[server]\nreadiness_grace = \"25s\"\n";
+    let serving = Kmscodec::start_with(Some(&config), &[]);
+    let idle = Kmscodec::start_with(Some(&config), &[]);
+    let cached = encode_ok(&serving, "alpha", "cached");
+    decode_ok(&serving, "alpha", &cached, "cached");
+
+    bao.stop();
+    let outage = Instant::now();
+    // The readiness checker (every 5 s) sees the failure and logs it...
+    wait_for("a failed provider check", Duration::from_secs(15), || {
+        serving
+            .guard
+            .log()
+            .contains("key provider health check failed; cached keys keep serving")
+    });
+    // ...and both replicas stay ready, serving cached keys, for the rest of the grace.
+    while outage.elapsed() < Duration::from_secs(18) {
+        assert_eq!(readyz(&serving), (200, "ready\n".to_owned()));
+        assert_eq!(readyz(&idle).0, 200);
+        decode_ok(&serving, "alpha", &cached, "cached");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Past the grace: the replica that served `alpha` turns not ready, naming the provider;
+    // the one that never served a namespace stays ready.
+    wait_for("readiness to turn 503", Duration::from_secs(30), || {
+        readyz(&serving).0 == 503
+    });
+    let not_ready = outage.elapsed();
+    // The admin listener's /readyz says why.
+    let reason = http_request("GET", &format!("{}/readyz", serving.admin_url()), &[], b"")
+        .unwrap()
+        .text();
+    assert!(reason.contains("key provider vault"), "{reason}");
+    assert_eq!(readyz(&idle).0, 200);
+    assert!(not_ready >= Duration::from_secs(25), "{not_ready:?}");
+    eprintln!("readiness: 503 after {not_ready:?} of outage (grace 25 s)");
+
+    bao.restart();
+    wait_for("readiness to recover", Duration::from_secs(15), || {
+        readyz(&serving).0 == 200
+    });
+    decode_ok(&serving, "alpha", &cached, "cached");
+    let after = encode_ok(&idle, "alpha", "after");
+    decode_ok(&serving, "alpha", &after, "after");
 }
 
 /// KEK rotation in OpenBao: data keys minted after `transit/keys/<k>/rotate` are wrapped under

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod admin_api;
 pub mod authority;
+pub mod cert_expiry;
 pub mod error;
 pub mod grpc;
 pub mod http;
@@ -24,16 +25,47 @@ use crate::codec::Codec;
 use crate::keyring::Keyring;
 use crate::metrics::Metrics;
 
-/// Readiness: ready when the key providers answered their last health check and the process is
-/// not draining. Liveness never depends on it.
-#[derive(Debug, Default)]
+/// Default of `server.readiness_grace`: a KMS blip shorter than this never takes a replica out
+/// of its Service while its cache can serve. All replicas share the KMS, so readiness that
+/// followed it at once would empty the Service on every blip.
+pub const DEFAULT_READINESS_GRACE: Duration = Duration::from_secs(60);
+
+/// Readiness: not ready until every key provider answered a health check once (keys are
+/// reachable), then ready unless draining or a provider that serves a namespace this process
+/// has served has failed every check for `grace`. Meanwhile cached data keys and the active data
+/// key keep serving; a provider serving only namespaces never served here never matters.
+/// Liveness never depends on it.
+#[derive(Debug)]
 pub struct Readiness {
     providers_ok: AtomicBool,
     draining: AtomicBool,
     last_error: std::sync::Mutex<Option<String>>,
+    grace: Duration,
+    /// Set once every provider has passed a check.
+    reachable_once: AtomicBool,
+    /// Providers failing every check since the instant given.
+    failing_since: std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self::new(DEFAULT_READINESS_GRACE)
+    }
 }
 
 impl Readiness {
+    /// Readiness that tolerates a failing provider for `grace`.
+    pub fn new(grace: Duration) -> Self {
+        Self {
+            providers_ok: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            last_error: std::sync::Mutex::new(None),
+            grace,
+            reachable_once: AtomicBool::new(false),
+            failing_since: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
     /// Whether the process should receive traffic.
     pub fn is_ready(&self) -> bool {
         self.providers_ok.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
@@ -61,23 +93,66 @@ impl Readiness {
         self.draining.store(true, Ordering::Release);
     }
 
-    /// Checks the providers once and records the outcome.
+    /// Checks every provider once and records the outcome.
     pub async fn check(&self, keyring: &Keyring) {
-        match keyring.check_providers().await {
-            Ok(()) => {
-                self.providers_ok.store(true, Ordering::Release);
-                if let Ok(mut last) = self.last_error.lock() {
-                    *last = None;
+        let results = keyring.check_each_provider().await;
+        let served = keyring.served_providers();
+        let now = tokio::time::Instant::now();
+        let Ok(mut failing_since) = self.failing_since.lock() else {
+            return;
+        };
+        let mut first_failure = None;
+        let mut blocking = None;
+        for (provider, result) in results {
+            match result {
+                Ok(()) => {
+                    if failing_since.remove(&provider).is_some() {
+                        tracing::info!(%provider, "key provider health check passes again");
+                    }
+                }
+                Err(error) => {
+                    let since = *failing_since.entry(provider.clone()).or_insert_with(|| {
+                        tracing::warn!(
+                            %provider,
+                            %error,
+                            grace = ?self.grace,
+                            "key provider health check failed; cached keys keep serving"
+                        );
+                        now
+                    });
+                    let failing_for = now.saturating_duration_since(since);
+                    let message = format!(
+                        "key provider {provider}: {error} (failing for {}s)",
+                        failing_for.as_secs()
+                    );
+                    if blocking.is_none() && failing_for >= self.grace && served.contains(&provider)
+                    {
+                        blocking = Some(message.clone());
+                    }
+                    first_failure.get_or_insert(message);
                 }
             }
-            Err((provider, error)) => {
-                if self.providers_ok.swap(false, Ordering::AcqRel) {
-                    tracing::warn!(%provider, %error, "key provider health check failed: not ready");
-                }
-                if let Ok(mut last) = self.last_error.lock() {
-                    *last = Some(format!("key provider {provider}: {error}"));
-                }
-            }
+        }
+        drop(failing_since);
+        if first_failure.is_none() {
+            self.reachable_once.store(true, Ordering::Release);
+        }
+        // Before every provider answered once, any failure keeps the process out; after that,
+        // only a served provider failing for the whole grace period does.
+        let not_ready = if self.reachable_once.load(Ordering::Acquire) {
+            blocking
+        } else {
+            first_failure
+        };
+        let ready = not_ready.is_none();
+        let was_ready = self.providers_ok.swap(ready, Ordering::AcqRel);
+        if let Some(reason) = &not_ready
+            && was_ready
+        {
+            tracing::warn!(%reason, "not ready");
+        }
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = not_ready;
         }
     }
 

@@ -60,6 +60,8 @@ pub enum TlsError {
 pub struct TlsReloader {
     settings: TlsSettings,
     current: ArcSwap<rustls::ServerConfig>,
+    /// The served leaf certificate's `notAfter` (Unix seconds), `i64::MIN` when unreadable.
+    not_after: std::sync::atomic::AtomicI64,
     stamps: std::sync::Mutex<Vec<Option<(SystemTime, u64)>>>,
 }
 
@@ -77,11 +79,12 @@ pub const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 impl TlsReloader {
     /// Loads the files once; fails startup when they are unusable.
     pub fn load(settings: TlsSettings) -> Result<Arc<Self>, TlsError> {
-        let config = build(&settings)?;
+        let (config, not_after) = build(&settings)?;
         let stamps = stamps(&settings);
         Ok(Arc::new(Self {
             settings,
             current: ArcSwap::from_pointee(config),
+            not_after: std::sync::atomic::AtomicI64::new(not_after.unwrap_or(i64::MIN)),
             stamps: std::sync::Mutex::new(stamps),
         }))
     }
@@ -89,6 +92,11 @@ impl TlsReloader {
     /// The configuration new handshakes use.
     pub fn config(&self) -> Arc<rustls::ServerConfig> {
         self.current.load_full()
+    }
+
+    /// When the served leaf certificate expires (Unix seconds), if its encoding could be read.
+    pub fn not_after(&self) -> Option<i64> {
+        Some(self.not_after.load(std::sync::atomic::Ordering::Relaxed)).filter(|&t| t != i64::MIN)
     }
 
     /// Whether client certificates are requested.
@@ -107,8 +115,12 @@ impl TlsReloader {
             return false;
         }
         match build(&self.settings) {
-            Ok(config) => {
+            Ok((config, not_after)) => {
                 self.current.store(Arc::new(config));
+                self.not_after.store(
+                    not_after.unwrap_or(i64::MIN),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 *seen = now;
                 tracing::info!(cert = %self.settings.cert_file.display(), "TLS certificate reloaded");
                 true
@@ -171,9 +183,11 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-fn build(settings: &TlsSettings) -> Result<rustls::ServerConfig, TlsError> {
+/// The configuration and the leaf certificate's `notAfter`.
+fn build(settings: &TlsSettings) -> Result<(rustls::ServerConfig, Option<i64>), TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let chain = read_certs(&settings.cert_file)?;
+    let not_after = chain.first().and_then(super::cert_expiry::not_after);
     let key_data = std::fs::read(&settings.key_file)
         .map_err(|error| file_error(&settings.key_file, error.to_string()))?;
     let key = PrivateKeyDer::from_pem_slice(&key_data).map_err(|error| {
@@ -216,7 +230,7 @@ fn build(settings: &TlsSettings) -> Result<rustls::ServerConfig, TlsError> {
         .with_single_cert(chain, key)
         .map_err(|error| TlsError::Config(error.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    Ok((config, not_after))
 }
 
 /// The names a verified client certificate is known by: its DNS subject alternative names.

@@ -23,8 +23,20 @@ affinity:
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.topologySpreadConstraints }}
+{{- if .Values.topologySpreadConstraints }}
 topologySpreadConstraints:
-  {{- toYaml . | nindent 2 }}
+  {{- toYaml .Values.topologySpreadConstraints | nindent 2 }}
+{{- else if and (eq .Values.mode "server") .Values.server.topologySpread }}
+# Replicas on different nodes, then zones, when the scheduler can (server.topologySpread).
+topologySpreadConstraints:
+  {{- range list "kubernetes.io/hostname" "topology.kubernetes.io/zone" }}
+  - maxSkew: 1
+    topologyKey: {{ . }}
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- include "kmscodec.selectorLabels" $ | nindent 8 }}
+        app.kubernetes.io/component: server
+  {{- end }}
 {{- end }}
 {{- end -}}

@@ -2,7 +2,8 @@
 The kmscodec container and the sidecar templates another chart includes to add kmscodec to its
 worker pods. Each takes a context with .Values (this chart's values) and .Release: from this
 chart pass `.`; from a parent chart that has kmscodec as a dependency, pass
-(dict "Values" .Values.kmscodec "Release" .Release). README.md shows a whole pod template.
+(dict "Values" .Values.kmscodec "Release" .Release "Chart" .Subcharts.kmscodec.Chart
+"Capabilities" .Capabilities). README.md shows a whole pod template.
 
   kmscodec.sidecar.initContainers     the native sidecar (restartPolicy: Always); empty when
                                       sidecar.native is false
@@ -24,7 +25,13 @@ chart pass `.`; from a parent chart that has kmscodec as a dependency, pass
   # A native sidecar (Kubernetes 1.29+): started before the worker, stopped after it.
   restartPolicy: Always
   {{- end }}
-  args: ["serve", "--config", {{ include "kmscodec.configPath" . | quote }}]
+  args:
+    - serve
+    - --config
+    - {{ include "kmscodec.configPath" . | quote }}
+    {{- range $v.extraArgs }}
+    - {{ . | quote }}
+    {{- end }}
   ports:
     {{- if eq $v.mode "server" }}
     - name: http
@@ -34,7 +41,14 @@ chart pass `.`; from a parent chart that has kmscodec as a dependency, pass
     - name: admin
       containerPort: {{ $v.ports.admin }}
       protocol: TCP
-  {{- with $v.env }}
+  {{- $env := concat (default list $v.env) (default list $v.extraEnv) }}
+  {{- with $v.log.format }}
+  {{- $env = prepend $env (dict "name" "KMSCODEC_LOG_FORMAT" "value" .) }}
+  {{- end }}
+  {{- with $v.log.level }}
+  {{- $env = prepend $env (dict "name" "KMSCODEC_LOG" "value" .) }}
+  {{- end }}
+  {{- with $env }}
   env:
     {{- toYaml . | nindent 4 }}
   {{- end }}
@@ -44,7 +58,7 @@ chart pass `.`; from a parent chart that has kmscodec as a dependency, pass
   {{- end }}
   # Probes on the admin listener. Startup and liveness: /healthz, the process is alive (never
   # the KMS, so a KMS outage restarts nothing). Readiness: /readyz, the key providers answered
-  # their last health check and the process is not draining.
+  # once and none has failed for server.readiness_grace, and the process is not draining.
   startupProbe:
     httpGet: {path: /healthz, port: admin}
     periodSeconds: {{ $v.probes.startup.periodSeconds }}
@@ -93,6 +107,7 @@ chart pass `.`; from a parent chart that has kmscodec as a dependency, pass
 {{- end -}}
 
 {{- define "kmscodec.sidecar.initContainers" -}}
+{{- include "kmscodec.checkKubeVersion" . -}}
 {{- if .Values.sidecar.native -}}
 {{ include "kmscodec.container" . }}
 {{- end -}}
