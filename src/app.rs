@@ -201,7 +201,7 @@ pub fn build(config: Config) -> Result<App, AppError> {
         &config.cache,
         config.max_wildcard_namespaces,
     ));
-    let codec = Arc::new(Codec::new(
+    let codec = Codec::new(
         Arc::clone(&keyring),
         CodecOptions {
             skip_encodings: config
@@ -213,9 +213,20 @@ pub fn build(config: Config) -> Result<App, AppError> {
             max_payload_bytes: config.max_payload_bytes,
             ..CodecOptions::default()
         },
-    ));
+    );
     let metrics = Arc::new(Metrics::new(Arc::clone(&keyring)).map_err(AppError::Metrics)?);
     let audit = Arc::new(AuditLog::open(&config.audit).map_err(AppError::Audit)?);
+    // External Storage: resolves references on decode, offloads on encode (src/storage).
+    let codec = Arc::new(if config.external_storage.is_enabled() {
+        let storage = crate::storage::ExternalStorage::new(config.external_storage.clone())
+            .with_audit(Arc::clone(&audit));
+        metrics
+            .register(storage.collectors())
+            .map_err(AppError::Metrics)?;
+        codec.with_external_storage(Arc::new(storage))
+    } else {
+        codec
+    });
     let in_flight = Arc::new(tokio::sync::Semaphore::new(
         config
             .server

@@ -19,6 +19,7 @@
 //! * [`keys`]: the [`keys::KeyProvider`] trait and its backends.
 //! * [`envelope`]: the sealed payload format; synchronous, no I/O.
 //! * [`payload`]: Temporal's Payload messages, protobuf and proto3 JSON.
+//! * [`storage`]: Temporal External Storage: resolving references, offloading on encode.
 //! * [`secret`]: key types; no crypto.
 //! * [`config`]: typed configuration; the only reader of the environment.
 
@@ -35,3 +36,4 @@ pub mod metrics;
 pub mod payload;
 pub mod secret;
 pub mod server;
+pub mod storage;

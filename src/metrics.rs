@@ -42,6 +42,8 @@ pub enum Op {
     Encode,
     /// Open.
     Decode,
+    /// Resolve storage references and open (`…/download`).
+    Download,
 }
 
 impl Op {
@@ -50,6 +52,7 @@ impl Op {
         match self {
             Self::Encode => "encode",
             Self::Decode => "decode",
+            Self::Download => "download",
         }
     }
 }
@@ -99,7 +102,7 @@ pub struct Metrics {
     payload_bytes: IntCounterVec,
     /// The series a successful request touches, per transport and operation, resolved on first
     /// use: label lookups (a hash and a lock each) stay off the hot path.
-    resolved: [[std::sync::OnceLock<RequestSeries>; 2]; 2],
+    resolved: [[std::sync::OnceLock<RequestSeries>; 3]; 2],
     ready: Gauge,
     keys: Mutex<KeySeries>,
     keyring: Arc<Keyring>,
@@ -301,6 +304,17 @@ impl Metrics {
         series.duration.observe(elapsed.as_secs_f64());
         series.payloads.inc_by(payloads as u64);
         series.payload_bytes.inc_by(bytes as u64);
+    }
+
+    /// Registers more metric families (the external storage series).
+    pub fn register(
+        &self,
+        collectors: Vec<Box<dyn prometheus::core::Collector>>,
+    ) -> Result<(), MetricsError> {
+        for collector in collectors {
+            self.registry.register(collector)?;
+        }
+        Ok(())
     }
 
     /// Sets the readiness gauge.

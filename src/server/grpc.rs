@@ -16,7 +16,7 @@ use super::AppState;
 use super::error::grpc_code;
 use super::listener::Peer;
 use crate::auth::{AuthError, Authenticator, Authorizer, Credentials, Principal, Role};
-use crate::codec::{CodecError, ErrorClass, NamespaceCheck};
+use crate::codec::{CodecError, ErrorClass, Operation};
 use crate::config::valid_namespace;
 use crate::metrics::{Op, Transport};
 use crate::payload::{Payload, Payloads};
@@ -84,7 +84,7 @@ impl GrpcCodec {
         let permit = Arc::clone(&self.state.in_flight).try_acquire_owned();
         let role = match op {
             Op::Encode => Role::Write,
-            Op::Decode => Role::Read,
+            Op::Decode | Op::Download => Role::Read,
         };
         let valid = valid_namespace(&namespace);
         let result = if permit.is_err() {
@@ -119,10 +119,16 @@ impl GrpcCodec {
             ))
         } else if valid {
             let codec = &self.state.codec;
-            match op {
-                Op::Encode => codec.encode(&namespace, payloads).await,
-                Op::Decode => codec.decode(NamespaceCheck::Expect(&namespace), payloads).await,
-            }
+            // gRPC has no storage-reference flag: decode returns references unchanged (as the
+            // gRPC codec service did before External Storage).
+            let operation = match op {
+                Op::Encode => Operation::Encode,
+                Op::Decode => Operation::Decode {
+                    preserve_storage_refs: true,
+                },
+                Op::Download => Operation::Download,
+            };
+            codec.call(operation, &namespace, payloads).await
             .map_err(|error| {
                 match error.class() {
                     ErrorClass::Internal | ErrorClass::Unavailable => {

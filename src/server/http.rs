@@ -6,7 +6,8 @@
 //!   comes from `X-Namespace`, else (when enabled) from the path segment before `encode`/`decode`
 //!   (`/{namespace}/decode`, as the CLI's `{namespace}` substitution produces).
 //! * `OPTIONS` on any path: a CORS preflight, answered for allowed origins only.
-//! * `POST …/download`: external storage is not supported; a clear 404.
+//! * `POST …/download`: resolve External Storage references (`crate::storage`); 404 when no
+//!   storage is configured. `…/decode?preserveStorageRefs=true` returns references unchanged.
 //! * `GET /healthz` (liveness: the process answers) and `GET /readyz` (key providers reachable,
 //!   not draining).
 //!
@@ -27,7 +28,7 @@ use super::error::http_status;
 use super::listener::{Handler, Peer};
 use crate::audit;
 use crate::auth::{AuthError, Authenticator, Authorizer, Credentials, Principal, Role};
-use crate::codec::{CodecError, ErrorClass, NamespaceCheck};
+use crate::codec::{self, CodecError, ErrorClass};
 use crate::config::{CorsConfig, valid_namespace};
 use crate::metrics::{Op, Transport};
 use crate::payload;
@@ -122,19 +123,17 @@ impl Handler for CodecHandler {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Operation {
-    Encode,
-    Decode,
-}
+use codec::Operation;
 
-impl Operation {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Encode => "encode",
-            Self::Decode => "decode",
-        }
-    }
+/// `preserveStorageRefs=true` (the value case-insensitive) in the query string.
+fn preserve_storage_refs(query: Option<&str>) -> bool {
+    query.is_some_and(|query| {
+        query.split('&').any(|pair| {
+            pair.split_once('=').is_some_and(|(name, value)| {
+                name == "preserveStorageRefs" && value.eq_ignore_ascii_case("true")
+            })
+        })
+    })
 }
 
 async fn handle(State(http): State<Arc<Http>>, request: Request) -> Response {
@@ -278,17 +277,10 @@ impl Http {
         let (prefix, last) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
         let operation = match last {
             "encode" => Operation::Encode,
-            "decode" => Operation::Decode,
-            "download" => {
-                if request.method() == Method::OPTIONS {
-                    return empty(StatusCode::NO_CONTENT);
-                }
-                return error_response(
-                    StatusCode::NOT_FOUND,
-                    "download_not_supported",
-                    "this codec server does not serve external payload storage downloads",
-                );
-            }
+            "decode" => Operation::Decode {
+                preserve_storage_refs: preserve_storage_refs(uri.query()),
+            },
+            "download" => Operation::Download,
             _ => {
                 if request.method() == Method::OPTIONS {
                     return empty(StatusCode::NO_CONTENT);
@@ -336,7 +328,8 @@ impl Http {
         };
         let op = match operation {
             Operation::Encode => Op::Encode,
-            Operation::Decode => Op::Decode,
+            Operation::Decode { .. } => Op::Decode,
+            Operation::Download => Op::Download,
         };
         let elapsed = started.elapsed();
         self.state.metrics.observe(
@@ -395,7 +388,7 @@ impl Http {
         };
         let role = match operation {
             Operation::Encode => Role::Write,
-            Operation::Decode => Role::Read,
+            Operation::Decode { .. } | Operation::Download => Role::Read,
         };
         if !self.options.authorizer.permits(
             &self.options.authenticator,
@@ -475,16 +468,7 @@ impl Http {
         let count = payloads.len();
         let bytes = payloads.iter().map(payload::Payload::size).sum();
         let codec = &self.state.codec;
-        let work = async {
-            match operation {
-                Operation::Encode => codec.encode(&namespace, payloads).await,
-                Operation::Decode => {
-                    codec
-                        .decode(NamespaceCheck::Expect(&namespace), payloads)
-                        .await
-                }
-            }
-        };
+        let work = codec.call(operation, &namespace, payloads);
         let result = match tokio::time::timeout(self.options.request_timeout, work).await {
             Ok(result) => result,
             Err(_) => {
