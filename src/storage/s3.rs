@@ -170,3 +170,30 @@ impl StorageDriver for S3 {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `policies/aws/kmscodec-external-storage-iam.json` grants exactly the actions called here.
+    #[test]
+    fn the_iam_policy_grants_exactly_the_called_actions() {
+        let policy: serde_json::Value = serde_json::from_str(include_str!(
+            "../../policies/aws/kmscodec-external-storage-iam.json"
+        ))
+        .unwrap_or_default();
+        let mut granted: Vec<&str> = policy["Statement"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|statement| statement["Action"].as_array().into_iter().flatten())
+            .filter_map(serde_json::Value::as_str)
+            .collect();
+        granted.sort_unstable();
+        let mut called = CALLED_ACTIONS.to_vec();
+        called.sort_unstable();
+        assert_eq!(granted, called);
+        let source = include_str!("s3.rs");
+        assert!(source.contains(".get_object()") && source.contains(".put_object()"));
+    }
+}
