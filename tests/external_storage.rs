@@ -100,6 +100,14 @@ max_object_bytes = "50MiB"
     )
 }
 
+/// Static credentials for moto (the endpoint comes from the driver's configuration).
+fn aws_env(moto: &Moto) -> Vec<(&'static str, String)> {
+    moto.aws_env()
+        .into_iter()
+        .filter(|(key, _)| *key != "AWS_ENDPOINT_URL")
+        .collect()
+}
+
 fn python(moto: &Moto, home: &Path, args: &[&str], timeout: Duration) -> Result<Value, String> {
     let mut cmd = hermetic_command(tool("python"), home);
     cmd.arg(common::repo_root().join("tests/e2e/external_storage.py"))
@@ -136,8 +144,16 @@ fn post(url: &str, query: &str, body: &Value) -> HttpResponse {
 }
 
 fn s3_object(moto: &Moto, key: &str) -> Vec<u8> {
-    let response = http_request("GET", &format!("{}/{BUCKET}/{key}", moto.url()), &[], b"")
-        .unwrap_or_else(|e| panic!("GET object {key}: {e}"));
+    // moto checks that a request is signed, not the signature: the credential scope suffices.
+    let auth = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, \
+                SignedHeaders=host, Signature=0";
+    let response = http_request(
+        "GET",
+        &format!("{}/{BUCKET}/{key}", moto.url()),
+        &[("Authorization", auth)],
+        b"",
+    )
+    .unwrap_or_else(|e| panic!("GET object {key}: {e}"));
     assert_eq!(
         response.status,
         200,
@@ -176,9 +192,12 @@ fn python_worker_offloads_sealed_payloads_and_kmscodec_resolves_them() {
     let ui_codec_url = format!("http://127.0.0.1:{ui_codec_port}");
     let temporal = Temporal::start(Some(&ui_codec_url));
     let ui_origin = temporal.ui_url();
-    let codec = Kmscodec::start_with(
+    let env = aws_env(&moto);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut codec = Kmscodec::start_full(
         Some(&config(dir.path(), &moto, ui_codec_port, &ui_origin, false)),
         &[],
+        &env,
     );
     codec
         .guard
@@ -496,7 +515,9 @@ fn cli_start_with_offload_reaches_the_python_worker() {
     let moto = Moto::start();
     let temporal = Temporal::start(None);
     let ui_port = common::free_port();
-    let codec = Kmscodec::start_with(
+    let env = aws_env(&moto);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let codec = Kmscodec::start_full(
         Some(&config(
             dir.path(),
             &moto,
@@ -505,6 +526,7 @@ fn cli_start_with_offload_reaches_the_python_worker() {
             true,
         )),
         &[],
+        &env,
     );
     let home = dir.path().join("home");
     python(&moto, &home, &["create-bucket"], Duration::from_secs(60)).unwrap();
