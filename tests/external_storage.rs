@@ -277,6 +277,7 @@ fn python_worker_offloads_sealed_payloads_and_kmscodec_resolves_them() {
             })
             .unwrap();
         assert_eq!(size, object.len());
+        eprintln!("figures: object {key}: {size} bytes for a {SIZE}-character value");
         let text = String::from_utf8_lossy(&object);
         assert!(
             text.contains("binary/encrypted"),
@@ -478,6 +479,11 @@ fn python_worker_offloads_sealed_payloads_and_kmscodec_resolves_them() {
         "no successful /download call: {calls:?}"
     );
     let size_text = page["sizeText"].as_str().unwrap_or_default();
+    eprintln!(
+        "figures: {} references, UI size label {size_text:?}, saved file {:?}",
+        references.len(),
+        page["download"]["filename"]
+    );
     assert!(
         !size_text.is_empty() && !size_text.starts_with('0'),
         "the UI did not show a non-zero size: {size_text:?}"
