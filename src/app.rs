@@ -203,7 +203,7 @@ pub fn build(config: Config) -> Result<App, AppError> {
         Keyring::new(policies, &config.cache, config.max_wildcard_namespaces)
             .with_dynamic_idle(config.wildcard_namespace_idle),
     );
-    let codec = Arc::new(Codec::new(
+    let codec = Codec::new(
         Arc::clone(&keyring),
         CodecOptions {
             skip_encodings: config
@@ -215,12 +215,23 @@ pub fn build(config: Config) -> Result<App, AppError> {
             max_payload_bytes: config.max_payload_bytes,
             ..CodecOptions::default()
         },
-    ));
+    );
     let metrics = Arc::new(Metrics::new(Arc::clone(&keyring)).map_err(AppError::Metrics)?);
     let audit = Arc::new(
         AuditLog::open_scoped(&config.audit, config.audit_scopes.clone())
             .map_err(AppError::Audit)?,
     );
+    // External Storage: resolves references on decode, offloads on encode (src/storage).
+    let codec = Arc::new(if config.external_storage.is_enabled() {
+        let storage = crate::storage::ExternalStorage::new(config.external_storage.clone())
+            .with_audit(Arc::clone(&audit));
+        metrics
+            .register(storage.collectors())
+            .map_err(AppError::Metrics)?;
+        codec.with_external_storage(Arc::new(storage))
+    } else {
+        codec
+    });
     let in_flight = Arc::new(tokio::sync::Semaphore::new(
         config
             .server

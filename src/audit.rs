@@ -119,6 +119,28 @@ pub struct Record<'a> {
     pub duration: Duration,
 }
 
+/// One external storage access (an object read to resolve a reference, or written to offload
+/// a payload), as the audit log records it: the object's location, never its content.
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectRecord<'a> {
+    /// The namespace the request named.
+    pub namespace: &'a str,
+    /// `get` or `put`.
+    pub op: &'a str,
+    /// The storage driver's name (`aws.s3driver`).
+    pub driver: &'a str,
+    /// The bucket.
+    pub bucket: &'a str,
+    /// The object key.
+    pub key: &'a str,
+    /// Object bytes read or written.
+    pub bytes: usize,
+    /// `ok`, or why not (`bucket_refused`, `hash_mismatch`, `not_found`, …).
+    pub result: &'a str,
+    /// How long the access took.
+    pub duration: Duration,
+}
+
 impl AuditLog {
     /// Opens the configured output with every request recorded line by line.
     pub fn open(output: &AuditOutput) -> Result<Self, AuditError> {
@@ -246,6 +268,35 @@ impl AuditLog {
             render(record, SystemTime::now(), line);
             shared.append(line);
         });
+    }
+
+    /// Records one external storage access (`"event":"storage"`). Never fails the request.
+    pub fn record_object(&self, record: &ObjectRecord<'_>) {
+        let Some(shared) = &self.shared else { return };
+        let mut line = Vec::with_capacity(256 + record.key.len());
+        line.extend_from_slice(b"{\"time\":\"");
+        write_time(SystemTime::now(), &mut line);
+        line.extend_from_slice(b"\",\"event\":\"storage\",\"namespace\":");
+        write_json_string(record.namespace, &mut line);
+        line.extend_from_slice(b",\"op\":");
+        write_json_string(record.op, &mut line);
+        line.extend_from_slice(b",\"driver\":");
+        write_json_string(record.driver, &mut line);
+        line.extend_from_slice(b",\"bucket\":");
+        write_json_string(record.bucket, &mut line);
+        line.extend_from_slice(b",\"key\":");
+        write_json_string(record.key, &mut line);
+        line.extend_from_slice(b",\"bytes\":");
+        write_decimal(record.bytes as u64, &mut line);
+        line.extend_from_slice(b",\"result\":");
+        write_json_string(record.result, &mut line);
+        let micros = u64::try_from(record.duration.as_micros()).unwrap_or(u64::MAX);
+        line.extend_from_slice(b",\"duration_ms\":");
+        write_decimal(micros / 1000, &mut line);
+        line.push(b'.');
+        write_padded(micros % 1000, 3, &mut line);
+        line.extend_from_slice(b"}\n");
+        shared.append(&line);
     }
 
     /// Writes every pending line and stops the writer thread; later lines are written by the

@@ -143,6 +143,9 @@ pub enum CodecError {
     /// Something that should not happen.
     #[error("internal error: {0}")]
     Internal(String),
+    /// External storage refused or failed (a reference, its object or the store).
+    #[error(transparent)]
+    Storage(#[from] crate::storage::ExternalStorageError),
 }
 
 impl CodecError {
@@ -154,6 +157,7 @@ impl CodecError {
                 ErrorClass::InvalidInput
             }
             Self::Internal(_) => ErrorClass::Internal,
+            Self::Storage(error) => error.class(),
             Self::Keyring(error) => match error {
                 KeyringError::NotConfigured(_) => ErrorClass::NotFound,
                 KeyringError::TooManyNamespaces(_) | KeyringError::Timeout(_) => {
@@ -188,6 +192,7 @@ impl CodecError {
             Self::Undecryptable { .. } => "undecryptable_payload",
             Self::UnsupportedVersion { .. } => "unsupported_format_version",
             Self::Internal(_) => "internal",
+            Self::Storage(error) => error.code(),
             Self::Keyring(error) => match error {
                 KeyringError::NotConfigured(_) => "namespace_not_configured",
                 KeyringError::TooManyNamespaces(_) => "too_many_namespaces",
@@ -250,7 +255,35 @@ impl CodecError {
                 }
             },
             Self::Internal(_) => "internal error".to_owned(),
+            Self::Storage(error) => error.public_message(),
             other => other.to_string(),
+        }
+    }
+}
+
+/// A codec operation, as a transport asks for it (the Codec Server protocol's routes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// `…/encode`: seal, then offload what reaches the namespace's threshold (if configured).
+    Encode,
+    /// `…/decode`: open; storage references are resolved first unless
+    /// `preserve_storage_refs` (`?preserveStorageRefs=true`, what the Web UI sends), in which
+    /// case they come back unchanged.
+    Decode {
+        /// Return references unchanged.
+        preserve_storage_refs: bool,
+    },
+    /// `…/download`: every payload must be a reference; each is resolved and decoded.
+    Download,
+}
+
+impl Operation {
+    /// The operation's name in metrics and the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Encode => "encode",
+            Self::Decode { .. } => "decode",
+            Self::Download => "download",
         }
     }
 }
@@ -266,6 +299,8 @@ pub struct Codec {
     options: CodecOptions,
     /// One permit per batch on the blocking pool ([`CodecOptions::blocking_parallelism`]).
     blocking: Arc<tokio::sync::Semaphore>,
+    /// External Storage, when configured.
+    storage: Option<Arc<crate::storage::ExternalStorage>>,
 }
 
 impl std::fmt::Debug for Codec {
@@ -286,6 +321,64 @@ impl Codec {
             keyring,
             options,
             blocking,
+            storage: None,
+        }
+    }
+
+    /// Resolves storage references on decode and download, and offloads on encode, through
+    /// `storage`.
+    pub fn with_external_storage(mut self, storage: Arc<crate::storage::ExternalStorage>) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// Runs one operation for `namespace` (the transports' single entry point).
+    ///
+    /// Without external storage configured, references pass through decode untouched (as
+    /// before this feature) and download is refused as not supported.
+    pub async fn call(
+        &self,
+        operation: Operation,
+        namespace: &str,
+        payloads: Vec<Payload>,
+    ) -> Result<Vec<Payload>, CodecError> {
+        let check = NamespaceCheck::Expect(namespace);
+        let storage = self
+            .storage
+            .as_deref()
+            .filter(|storage| storage.is_enabled());
+        match (operation, storage) {
+            (Operation::Encode, None) => self.encode(namespace, payloads).await,
+            (Operation::Encode, Some(storage)) => {
+                let sealed = self.encode(namespace, payloads).await?;
+                Ok(storage.offload_all(namespace, sealed).await?)
+            }
+            (Operation::Decode { .. }, None)
+            | (
+                Operation::Decode {
+                    preserve_storage_refs: true,
+                },
+                Some(_),
+            ) => self.decode(check, payloads).await,
+            (Operation::Download, None) => {
+                Err(crate::storage::ExternalStorageError::NotConfigured.into())
+            }
+            (Operation::Decode { .. } | Operation::Download, Some(storage)) => {
+                let only_references = operation == Operation::Download;
+                // Limits apply to the request as sent; resolved objects are bounded by the
+                // driver's max_object_bytes instead.
+                self.check_limits(&payloads, self.options.max_payload_bytes)?;
+                let resolved = storage
+                    .resolve_all(namespace, payloads, only_references)
+                    .await?;
+                let limit = storage
+                    .settings()
+                    .drivers
+                    .iter()
+                    .map(|driver| usize::try_from(driver.max_object_bytes).unwrap_or(usize::MAX))
+                    .fold(self.options.max_payload_bytes, usize::max);
+                self.decode_within(check, resolved, limit).await
+            }
         }
     }
 
@@ -299,7 +392,7 @@ impl Codec {
         &self.options
     }
 
-    fn check_limits(&self, payloads: &[Payload]) -> Result<usize, CodecError> {
+    fn check_limits(&self, payloads: &[Payload], max_bytes: usize) -> Result<usize, CodecError> {
         if payloads.len() > self.options.max_payloads {
             return Err(CodecError::TooManyPayloads {
                 count: payloads.len(),
@@ -309,11 +402,11 @@ impl Codec {
         let mut total = 0;
         for (index, payload) in payloads.iter().enumerate() {
             let size = payload.size();
-            if size > self.options.max_payload_bytes {
+            if size > max_bytes {
                 return Err(CodecError::PayloadTooLarge {
                     index,
                     size,
-                    limit: self.options.max_payload_bytes,
+                    limit: max_bytes,
                 });
             }
             total += size;
@@ -336,7 +429,7 @@ impl Codec {
         namespace: &str,
         payloads: Vec<Payload>,
     ) -> Result<Vec<Payload>, CodecError> {
-        let total = self.check_limits(&payloads)?;
+        let total = self.check_limits(&payloads, self.options.max_payload_bytes)?;
         // One reservation for the whole batch (more only if the key reaches its hard limit part
         // way): each payload to seal gets its share of it.
         let skips: Vec<bool> = payloads.iter().map(|payload| self.skips(payload)).collect();
@@ -382,7 +475,18 @@ impl Codec {
         check: NamespaceCheck<'_>,
         payloads: Vec<Payload>,
     ) -> Result<Vec<Payload>, CodecError> {
-        let total = self.check_limits(&payloads)?;
+        self.decode_within(check, payloads, self.options.max_payload_bytes)
+            .await
+    }
+
+    /// [`Self::decode`] with `max_bytes` per payload.
+    async fn decode_within(
+        &self,
+        check: NamespaceCheck<'_>,
+        payloads: Vec<Payload>,
+        max_bytes: usize,
+    ) -> Result<Vec<Payload>, CodecError> {
+        let total = self.check_limits(&payloads, max_bytes)?;
         let mut keys: Vec<Option<Arc<EnvelopeKey>>> = Vec::with_capacity(payloads.len());
         for (index, payload) in payloads.iter().enumerate() {
             if !is_sealed(payload) {

@@ -342,6 +342,8 @@ pub struct Config {
     pub auth: crate::auth::AuthConfig,
     /// Authorization rules (`[authz]`).
     pub authz: crate::auth::AuthzConfig,
+    /// External Storage drivers and per-namespace rules (`[external_storage]`).
+    pub external_storage: crate::storage::StorageSettings,
 }
 
 /// The admin API's settings (`[admin]`).
@@ -479,6 +481,7 @@ fn base() -> Config {
         wildcard_namespace_idle: Duration::from_secs(3600),
         embedded_default: false,
         admin: AdminConfig::default(),
+        external_storage: crate::storage::StorageSettings::default(),
         auth: crate::auth::AuthConfig::default(),
         authz: crate::auth::AuthzConfig::default(),
     }
@@ -872,6 +875,11 @@ fn parse_root(
         }
         config.admin.listen = admin_fields.socket("listen", problems);
         admin_fields.finish(problems);
+    }
+
+    // `[external_storage]` is parsed by its owner.
+    if let Some(storage) = fields.table("external_storage", problems) {
+        config.external_storage = crate::storage::settings::parse(storage, problems);
     }
 
     // `[auth]` and `[authz]` are parsed by their owner; listeners name the methods they use.
@@ -1906,7 +1914,10 @@ fn parse_vault_auth(
 /// `[providers.NAME] kind = "aws"`. Credentials are not configurable here on purpose: they
 /// come from the AWS SDK's standard chain (environment, web identity / IRSA, container and EKS
 /// Pod Identity, profile, IMDS).
-fn parse_aws(fields: &mut Fields<'_>, problems: &mut Vec<Problem>) -> Option<AwsKmsOptions> {
+pub(crate) fn parse_aws(
+    fields: &mut Fields<'_>,
+    problems: &mut Vec<Problem>,
+) -> Option<AwsKmsOptions> {
     let before = problems.len();
     let mut options = AwsKmsOptions::default();
     if let Some(region) = fields.string("region", problems) {

@@ -19,6 +19,7 @@
 //! * [`keys`]: the [`keys::KeyProvider`] trait and its backends.
 //! * [`envelope`]: the sealed payload format; synchronous, no I/O.
 //! * [`payload`]: Temporal's Payload messages, protobuf and proto3 JSON.
+//! * [`storage`]: Temporal External Storage: resolving references, offloading on encode.
 //! * [`secret`]: key types; no crypto.
 //! * [`config_check`]: the files a configuration refers to, opened (`config check --deep`).
 //! * [`config`]: typed configuration; the only reader of the environment.
@@ -38,3 +39,4 @@ pub mod metrics;
 pub mod payload;
 pub mod secret;
 pub mod server;
+pub mod storage;

@@ -48,6 +48,8 @@ pub enum Op {
     Encode,
     /// Open.
     Decode,
+    /// Resolve storage references and open (`…/download`).
+    Download,
 }
 
 impl Op {
@@ -56,6 +58,7 @@ impl Op {
         match self {
             Self::Encode => "encode",
             Self::Decode => "decode",
+            Self::Download => "download",
         }
     }
 }
@@ -149,7 +152,7 @@ pub struct Metrics {
     payload_bytes: IntCounterVec,
     /// The series a successful request touches, per transport and operation, resolved on first
     /// use: label lookups (a hash and a lock each) stay off the hot path.
-    resolved: [[std::sync::OnceLock<RequestSeries>; 2]; 2],
+    resolved: [[std::sync::OnceLock<RequestSeries>; 3]; 2],
     ready: Gauge,
     audit_shed: IntCounterVec,
     keys: Mutex<KeySeries>,
@@ -390,6 +393,17 @@ impl Metrics {
         series.duration.observe(elapsed.as_secs_f64());
         series.payloads.inc_by(payloads as u64);
         series.payload_bytes.inc_by(bytes as u64);
+    }
+
+    /// Registers more metric families (the external storage series).
+    pub fn register(
+        &self,
+        collectors: Vec<Box<dyn prometheus::core::Collector>>,
+    ) -> Result<(), MetricsError> {
+        for collector in collectors {
+            self.registry.register(collector)?;
+        }
+        Ok(())
     }
 
     /// Sets the readiness gauge.

@@ -63,6 +63,142 @@ impl Payload {
     }
 }
 
+/// The `encoding` of an External Storage reference payload (with [`MESSAGE_TYPE_KEY`]).
+pub const REFERENCE_ENCODING: &[u8] = b"json/protobuf";
+/// The metadata key naming the protobuf message a `json/protobuf` payload holds.
+pub const MESSAGE_TYPE_KEY: &str = "messageType";
+/// The message type of a reference payload: `temporal.api.sdk.v1.ExternalStorageReference`.
+pub const REFERENCE_MESSAGE_TYPE: &[u8] = b"temporal.api.sdk.v1.ExternalStorageReference";
+/// The `encoding` of the legacy reference form that older Go and Python SDKs wrote (read only).
+pub const LEGACY_REFERENCE_ENCODING: &[u8] = b"json/external-storage-reference";
+/// The longest reference payload `data` parsed: a reference is a driver name and a few claim
+/// strings; anything larger is not one an SDK wrote.
+pub const MAX_REFERENCE_BYTES: usize = 16 << 10;
+
+/// `temporal.api.sdk.v1.ExternalStorageReference`: which driver stored a payload and the
+/// driver's claim to find it again (for S3 and GCS: `bucket`, `key`, `hash_algorithm`,
+/// `hash_value`). Every field is as the reference alleges: nothing in it is verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageReference {
+    /// The driver's name (`aws.s3driver`), as the SDK instance that stored it named it.
+    pub driver_name: String,
+    /// The driver-defined claim.
+    pub claim_data: BTreeMap<String, String>,
+}
+
+/// Why a payload that is marked as a reference cannot be read as one.
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    /// The payload is not marked as a storage reference.
+    #[error("not a storage reference")]
+    NotAReference,
+    /// The reference is larger than [`MAX_REFERENCE_BYTES`].
+    #[error("storage reference is {0} bytes; the limit is {MAX_REFERENCE_BYTES}")]
+    TooLarge(usize),
+    /// The reference's JSON is not an `ExternalStorageReference`.
+    #[error("storage reference is not valid: {0}")]
+    Invalid(String),
+}
+
+/// proto3 JSON of `ExternalStorageReference` (either field-name spelling).
+#[derive(serde::Deserialize)]
+struct ReferenceJson {
+    #[serde(rename = "driverName", alias = "driver_name", default)]
+    driver_name: Option<String>,
+    #[serde(rename = "claimData", alias = "claim_data", default)]
+    claim_data: Option<BTreeMap<String, String>>,
+}
+
+/// The legacy form: `{"driver_name": …, "driver_claim": {"claim_data": {…}}}`.
+#[derive(serde::Deserialize)]
+struct LegacyReferenceJson {
+    #[serde(rename = "driver_name", alias = "driverName", default)]
+    driver_name: Option<String>,
+    #[serde(rename = "driver_claim", alias = "driverClaim", default)]
+    driver_claim: Option<ReferenceClaimJson>,
+}
+
+#[derive(serde::Deserialize)]
+struct ReferenceClaimJson {
+    #[serde(rename = "claim_data", alias = "claimData", default)]
+    claim_data: Option<BTreeMap<String, String>>,
+}
+
+impl StorageReference {
+    /// Writes the reference payload exactly as the SDKs write it: `json/protobuf`, the message
+    /// type, compact JSON with sorted keys (`claimData` before `driverName`), and the stored
+    /// object's size in `externalPayloads`.
+    pub fn to_payload(&self, stored_size: i64) -> Payload {
+        let mut data = Vec::with_capacity(128);
+        data.extend_from_slice(b"{\"claimData\":{");
+        for (position, (key, value)) in self.claim_data.iter().enumerate() {
+            if position > 0 {
+                data.push(b',');
+            }
+            write_json_string(key, &mut data);
+            data.push(b':');
+            write_json_string(value, &mut data);
+        }
+        data.extend_from_slice(b"},\"driverName\":");
+        write_json_string(&self.driver_name, &mut data);
+        data.push(b'}');
+        Payload {
+            metadata: BTreeMap::from([
+                (ENCODING_KEY.to_owned(), REFERENCE_ENCODING.to_vec()),
+                (MESSAGE_TYPE_KEY.to_owned(), REFERENCE_MESSAGE_TYPE.to_vec()),
+            ]),
+            data,
+            external_payloads: vec![ExternalPayloadDetails {
+                size_bytes: stored_size,
+            }],
+        }
+    }
+}
+
+impl Payload {
+    /// Is this an External Storage reference (current or legacy form)? Decided by the metadata
+    /// alone, as the SDKs decide it, never by the presence of `external_payloads`.
+    pub fn is_storage_reference(&self) -> bool {
+        match self.encoding() {
+            Some(REFERENCE_ENCODING) => {
+                self.metadata.get(MESSAGE_TYPE_KEY).map(Vec::as_slice)
+                    == Some(REFERENCE_MESSAGE_TYPE)
+            }
+            Some(LEGACY_REFERENCE_ENCODING) => true,
+            _ => false,
+        }
+    }
+
+    /// Reads the reference this payload holds.
+    pub fn storage_reference(&self) -> Result<StorageReference, ReferenceError> {
+        if !self.is_storage_reference() {
+            return Err(ReferenceError::NotAReference);
+        }
+        if self.data.len() > MAX_REFERENCE_BYTES {
+            return Err(ReferenceError::TooLarge(self.data.len()));
+        }
+        let invalid = |error: serde_json::Error| ReferenceError::Invalid(error.to_string());
+        let (driver_name, claim_data) = if self.encoding() == Some(LEGACY_REFERENCE_ENCODING) {
+            let legacy: LegacyReferenceJson =
+                serde_json::from_slice(&self.data).map_err(invalid)?;
+            (
+                legacy.driver_name,
+                legacy.driver_claim.and_then(|claim| claim.claim_data),
+            )
+        } else {
+            let current: ReferenceJson = serde_json::from_slice(&self.data).map_err(invalid)?;
+            (current.driver_name, current.claim_data)
+        };
+        let driver_name = driver_name
+            .filter(|name| !name.is_empty())
+            .ok_or_else(|| ReferenceError::Invalid("driverName is missing".to_owned()))?;
+        Ok(StorageReference {
+            driver_name,
+            claim_data: claim_data.unwrap_or_default(),
+        })
+    }
+}
+
 /// Why a JSON document is not a valid `Payloads`.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -709,5 +845,143 @@ mod tests {
         ];
         assert_eq!(payload.encode_to_vec(), expected);
         assert_eq!(Payload::decode(&expected[..]).unwrap(), payload);
+    }
+
+    /// What the Python SDK (1.35) wrote for a reference, byte for byte.
+    const PYTHON_REFERENCE: &str = r#"{"claimData":{"bucket":"b","hash_algorithm":"sha256","hash_value":"ab","key":"k"},"driverName":"aws.s3driver"}"#;
+
+    fn reference() -> StorageReference {
+        StorageReference {
+            driver_name: "aws.s3driver".to_owned(),
+            claim_data: BTreeMap::from(
+                [
+                    ("bucket", "b"),
+                    ("key", "k"),
+                    ("hash_algorithm", "sha256"),
+                    ("hash_value", "ab"),
+                ]
+                .map(|(k, v)| (k.to_owned(), v.to_owned())),
+            ),
+        }
+    }
+
+    #[test]
+    fn references_are_written_as_the_sdks_write_them() {
+        let payload = reference().to_payload(1234);
+        assert_eq!(payload.data, PYTHON_REFERENCE.as_bytes());
+        assert_eq!(payload.encoding(), Some(REFERENCE_ENCODING));
+        assert_eq!(
+            payload.metadata[MESSAGE_TYPE_KEY],
+            b"temporal.api.sdk.v1.ExternalStorageReference"
+        );
+        assert_eq!(payload.external_payloads[0].size_bytes, 1234);
+        assert!(payload.is_storage_reference());
+        assert_eq!(payload.storage_reference().unwrap(), reference());
+        // Answered in proto3 JSON camelCase, the size as a string (what the UI reads).
+        let mut out = Vec::new();
+        to_json(std::slice::from_ref(&payload), &mut out);
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            json["payloads"][0]["externalPayloads"][0]["sizeBytes"],
+            "1234"
+        );
+        assert_eq!(from_json(&out).unwrap(), vec![payload]);
+    }
+
+    #[test]
+    fn references_are_read_in_every_dialect_and_the_legacy_form() {
+        let make = |encoding: &[u8], message_type: Option<&[u8]>, data: &str| {
+            let mut metadata = BTreeMap::from([(ENCODING_KEY.to_owned(), encoding.to_vec())]);
+            if let Some(message_type) = message_type {
+                metadata.insert(MESSAGE_TYPE_KEY.to_owned(), message_type.to_vec());
+            }
+            Payload {
+                metadata,
+                data: data.as_bytes().to_vec(),
+                external_payloads: Vec::new(),
+            }
+        };
+        let current = Some(REFERENCE_MESSAGE_TYPE);
+        for (payload, what) in [
+            (
+                make(REFERENCE_ENCODING, current, PYTHON_REFERENCE),
+                "python",
+            ),
+            (
+                make(
+                    REFERENCE_ENCODING,
+                    current,
+                    r#"{ "driver_name": "aws.s3driver",
+                        "claim_data": {"key":"k","bucket":"b","hash_value":"ab","hash_algorithm":"sha256"} }"#,
+                ),
+                "snake_case",
+            ),
+            (
+                make(
+                    LEGACY_REFERENCE_ENCODING,
+                    None,
+                    r#"{"driver_name":"aws.s3driver","driver_claim":{"claim_data":{"bucket":"b","key":"k","hash_algorithm":"sha256","hash_value":"ab"}}}"#,
+                ),
+                "legacy",
+            ),
+        ] {
+            assert!(payload.is_storage_reference(), "{what}");
+            assert_eq!(payload.storage_reference().unwrap(), reference(), "{what}");
+        }
+        // Only the metadata decides: the wrong message type, or externalPayloads alone, is not
+        // a reference.
+        let other = make(
+            REFERENCE_ENCODING,
+            Some(b"temporal.api.common.v1.Payload"),
+            "{}",
+        );
+        assert!(!other.is_storage_reference());
+        assert!(matches!(
+            other.storage_reference(),
+            Err(ReferenceError::NotAReference)
+        ));
+        let mut sized = make(b"json/plain", None, "1");
+        sized
+            .external_payloads
+            .push(ExternalPayloadDetails { size_bytes: 1 });
+        assert!(!sized.is_storage_reference());
+        // Malformed references are errors, never panics.
+        for data in [
+            "",
+            "[]",
+            "{\"claimData\":5}",
+            "{\"claimData\":{}}",
+            "{\"driverName\":\"\"}",
+        ] {
+            let bad = make(REFERENCE_ENCODING, current, data);
+            assert!(
+                matches!(bad.storage_reference(), Err(ReferenceError::Invalid(_))),
+                "{data:?}"
+            );
+        }
+        let huge = make(
+            REFERENCE_ENCODING,
+            current,
+            &" ".repeat(MAX_REFERENCE_BYTES + 1),
+        );
+        assert!(matches!(
+            huge.storage_reference(),
+            Err(ReferenceError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn size_bytes_is_read_as_string_or_number_in_json_and_protobuf() {
+        let camel =
+            br#"{"payloads":[{"metadata":{},"externalPayloads":[{"sizeBytes":"307200"}]}]}"#;
+        let snake =
+            br#"{"payloads":[{"metadata":{},"external_payloads":[{"size_bytes":307200}]}]}"#;
+        let mixed = br#"{"payloads":[{"externalPayloads":[{"size_bytes":"307200"}]}]}"#;
+        for json in [&camel[..], &snake[..], &mixed[..]] {
+            let payloads = from_json(json).unwrap();
+            assert_eq!(payloads[0].external_payloads[0].size_bytes, 307_200);
+            let bytes = payloads[0].encode_to_vec();
+            assert_eq!(Payload::decode(bytes.as_slice()).unwrap(), payloads[0]);
+        }
     }
 }

@@ -409,6 +409,36 @@ struct Connection {
     credentials: Option<SharedCredentialsProvider>,
 }
 
+/// Resolves the AWS SDK configuration from `options` and the SDK's standard chain (region,
+/// profile, credentials): one loader for every AWS client kmscodec builds (KMS here, S3 in
+/// `storage::s3`), so they read the environment and the shared files the same way.
+pub(crate) async fn sdk_config(
+    options: &AwsKmsOptions,
+    credentials: Option<SharedCredentialsProvider>,
+) -> aws_config::SdkConfig {
+    let timeouts = TimeoutConfig::builder()
+        .operation_timeout(options.timeout)
+        .connect_timeout(options.connect_timeout)
+        .build();
+    // The client panics without a behavior version: set it explicitly.
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::standard().with_max_attempts(options.max_attempts))
+        .timeout_config(timeouts);
+    if let Some(region) = &options.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(profile) = &options.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(endpoint) = &options.endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    if let Some(credentials) = credentials {
+        loader = loader.credentials_provider(credentials);
+    }
+    loader.load().await
+}
+
 /// The AWS KMS provider.
 pub struct AwsKms {
     options: AwsKmsOptions,
@@ -465,28 +495,7 @@ impl AwsKms {
 
     /// Resolves the SDK configuration (region, profile, credential chain) and builds the client.
     async fn connect(&self) -> Result<Connection, ProviderError> {
-        let options = &self.options;
-        let timeouts = TimeoutConfig::builder()
-            .operation_timeout(options.timeout)
-            .connect_timeout(options.connect_timeout)
-            .build();
-        // The client panics without a behavior version: set it explicitly.
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(options.max_attempts))
-            .timeout_config(timeouts);
-        if let Some(region) = &options.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(profile) = &options.profile {
-            loader = loader.profile_name(profile);
-        }
-        if let Some(endpoint) = &options.endpoint {
-            loader = loader.endpoint_url(endpoint);
-        }
-        if let Some(credentials) = &self.credentials_override {
-            loader = loader.credentials_provider(credentials.clone());
-        }
-        let sdk_config = loader.load().await;
+        let sdk_config = sdk_config(&self.options, self.credentials_override.clone()).await;
         if sdk_config.region().is_none() {
             return Err(ProviderError::Misconfigured(
                 "AWS KMS: no region: set `region` in the provider's configuration, or AWS_REGION, \

@@ -116,7 +116,9 @@ where
             let started = Instant::now();
             let operation = match request.uri().path().rsplit('/').next() {
                 Some("Encode") => Some(Operation::Encode),
-                Some("Decode") => Some(Operation::Decode),
+                Some("Decode") => Some(Operation::Decode {
+                    preserve_storage_refs: true,
+                }),
                 _ => None,
             };
             let Some(operation) = operation else {
@@ -300,7 +302,11 @@ impl Codec for GrpcCodec {
     }
 
     async fn decode(&self, request: Request<DecodeRequest>) -> Result<Response<Payloads>, Status> {
-        self.run(Operation::Decode, request, |request| {
+        // gRPC has no storage-reference flag: decode returns references unchanged.
+        let operation = Operation::Decode {
+            preserve_storage_refs: true,
+        };
+        self.run(operation, request, |request| {
             (request.namespace, request.payloads)
         })
         .await

@@ -6,7 +6,8 @@
 //!   comes from `X-Namespace`, else (when enabled) from the path segment before `encode`/`decode`
 //!   (`/{namespace}/decode`, as the CLI's `{namespace}` substitution produces).
 //! * `OPTIONS` on any path: a CORS preflight, answered for allowed origins only.
-//! * `POST …/download`: external storage is not supported; a clear 404.
+//! * `POST …/download`: resolve External Storage references (`crate::storage`); 404 when no
+//!   storage is configured. `…/decode?preserveStorageRefs=true` returns references unchanged.
 //! * `GET /healthz` (liveness: the process answers) and `GET /readyz` (key providers reachable,
 //!   not draining).
 //!
@@ -236,17 +237,10 @@ impl Http {
         let (prefix, last) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
         let operation = match last {
             "encode" => Operation::Encode,
-            "decode" => Operation::Decode,
-            "download" => {
-                if request.method() == Method::OPTIONS {
-                    return empty(StatusCode::NO_CONTENT);
-                }
-                return error_response(
-                    StatusCode::NOT_FOUND,
-                    "download_not_supported",
-                    "this codec server does not serve external payload storage downloads",
-                );
-            }
+            "decode" => Operation::Decode {
+                preserve_storage_refs: preserve_storage_refs(uri.query()),
+            },
+            "download" => Operation::Download,
             _ => {
                 if request.method() == Method::OPTIONS {
                     return empty(StatusCode::NO_CONTENT);
@@ -442,6 +436,18 @@ impl Http {
         };
         pipeline::namespace(candidate, MISSING_NAMESPACE)
     }
+}
+
+/// `preserveStorageRefs=true` (the value case-insensitive) in the query string: what the Web UI
+/// sends on every decode.
+fn preserve_storage_refs(query: Option<&str>) -> bool {
+    query.is_some_and(|query| {
+        query.split('&').any(|pair| {
+            pair.split_once('=').is_some_and(|(name, value)| {
+                name == "preserveStorageRefs" && value.eq_ignore_ascii_case("true")
+            })
+        })
+    })
 }
 
 /// The credentials a request carries: `Authorization` (and the Web UI's

@@ -34,42 +34,26 @@ use tokio::time::Instant;
 use super::AppState;
 use crate::audit;
 use crate::auth::{AuthError, Authenticator, Authorizer, Credentials, Principal, Role};
-use crate::codec::{CodecError, ErrorClass, NamespaceCheck};
+use crate::codec::{CodecError, ErrorClass};
 use crate::config::valid_namespace;
 use crate::metrics::{Op, Transport};
 use crate::payload::Payload;
 
-/// What a codec request asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    /// Seal payloads (needs the `write` role).
-    Encode,
-    /// Open payloads (needs the `read` role).
-    Decode,
+pub use crate::codec::Operation;
+
+/// The role an operation needs in its namespace: encode writes; decode and download read.
+pub fn role(operation: Operation) -> Role {
+    match operation {
+        Operation::Encode => Role::Write,
+        Operation::Decode { .. } | Operation::Download => Role::Read,
+    }
 }
 
-impl Operation {
-    /// The word in logs, the audit line and error messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Encode => "encode",
-            Self::Decode => "decode",
-        }
-    }
-
-    /// The role the operation needs in its namespace.
-    pub fn role(self) -> Role {
-        match self {
-            Self::Encode => Role::Write,
-            Self::Decode => Role::Read,
-        }
-    }
-
-    fn metrics_op(self) -> Op {
-        match self {
-            Self::Encode => Op::Encode,
-            Self::Decode => Op::Decode,
-        }
+fn metrics_op(operation: Operation) -> Op {
+    match operation {
+        Operation::Encode => Op::Encode,
+        Operation::Decode { .. } => Op::Decode,
+        Operation::Download => Op::Download,
     }
 }
 
@@ -329,7 +313,7 @@ impl Pipeline {
         namespace: &str,
         operation: Operation,
     ) -> Result<(), Refusal> {
-        let role = operation.role();
+        let role = role(operation);
         if self
             .policy
             .authorizer
@@ -383,17 +367,7 @@ impl Pipeline {
         namespace: &str,
         payloads: Vec<Payload>,
     ) -> Result<Vec<Payload>, Refusal> {
-        let codec = &self.state.codec;
-        let work = async {
-            match operation {
-                Operation::Encode => codec.encode(namespace, payloads).await,
-                Operation::Decode => {
-                    codec
-                        .decode(NamespaceCheck::Expect(namespace), payloads)
-                        .await
-                }
-            }
-        };
+        let work = self.state.codec.call(operation, namespace, payloads);
         match tokio::time::timeout_at(admitted.deadline, work).await {
             Ok(result) => result.map_err(|error| Refusal::from_codec(operation, namespace, &error)),
             Err(_) => Err(Refusal::timeout()),
@@ -413,7 +387,7 @@ impl Pipeline {
         };
         self.state.metrics.observe(
             report.transport,
-            report.operation.metrics_op(),
+            metrics_op(report.operation),
             class,
             report.payloads,
             report.bytes,
