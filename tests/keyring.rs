@@ -507,6 +507,7 @@ async fn idle_wildcard_namespaces_are_forgotten_and_free_their_slots() {
         .map(|snapshot| snapshot.namespace)
         .collect();
     assert_eq!(names, ["a", "c"]);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batches_reserve_their_uses_at_once_and_never_pass_the_hard_limit() {
