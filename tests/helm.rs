@@ -418,7 +418,10 @@ fn bad_values_fail_to_render_with_clear_messages() {
         (
             "an unknown audit scope",
             "config:\n  audit:\n    worker: everything\n",
-            &["/config/audit/worker", "'all', 'decodes', 'refusals', 'off'"],
+            &[
+                "/config/audit/worker",
+                "'all', 'decodes', 'refusals', 'off'",
+            ],
         ),
         (
             "JWT without audiences",

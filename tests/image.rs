@@ -69,7 +69,12 @@ fn in_rootfs(rootfs: &Path, user: &str, args: &[&str]) -> Command {
         cmd.args(["-r", "chroot"]);
         cmd
     };
-    cmd.arg(rootfs).args(args).env_clear();
+    // Only PATH survives (to find chroot/unshare on this host): the image's own environment is
+    // empty of everything the host's could lend it.
+    cmd.arg(rootfs)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
     cmd
 }
 
