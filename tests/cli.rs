@@ -266,11 +266,13 @@ fn serve_creates_the_dev_keyring_with_a_warning_and_exits_cleanly_on_sigterm() {
 fn every_toml_example_in_the_docs_passes_config_check() {
     let dir = temp_dir("cli-doc-examples");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    // Full configuration files only: docs/configuration.md's example and the authentication
-    // guide's (fragments elsewhere are not meant to stand alone).
+    // Full configuration files only: docs/configuration.md's example, the authentication
+    // guide's and the external storage guide's (fragments elsewhere are not meant to stand
+    // alone).
     for (doc, needs) in [
         ("docs/configuration.md", "[providers."),
         ("docs/authentication.md", "[auth."),
+        ("docs/external-storage.md", "[[external_storage.drivers]]"),
     ] {
         let text = fs::read_to_string(root.join(doc)).unwrap();
         let block = text
@@ -279,7 +281,7 @@ fn every_toml_example_in_the_docs_passes_config_check() {
             .and_then(|rest| rest.split("```").next())
             .unwrap_or_else(|| panic!("{doc} has no toml example"));
         assert!(block.contains(needs), "{doc}: first example lacks {needs}");
-        // The authentication example names no provider: add the smallest one.
+        // The authentication and external storage examples name no provider: add the smallest.
         let file = dir.path().join("example.toml");
         let mut toml = block.to_owned();
         if !toml.contains("[providers.") {

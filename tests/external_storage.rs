@@ -67,7 +67,7 @@ fn config(dir: &Path, moto: &Moto, ui_port: u16, ui_origin: &str, offload: bool)
         "audit.log"
     });
     let offload = if offload {
-        "[external_storage.namespaces.\"*\"]\noffload_threshold = \"1KiB\"\n"
+        "[external_storage.namespaces.\"*\"]\noffload_threshold = \"1KiB\"\noffload_driver = \"aws.s3driver\"\n"
     } else {
         ""
     };
@@ -89,14 +89,28 @@ path = {audit:?}
 name = "aws.s3driver"
 kind = "s3"
 region = "us-east-1"
-endpoint = "{}"
+endpoint = "{url}"
 force_path_style = true
 buckets = ["{BUCKET}", "second-bucket"]
 max_object_bytes = "50MiB"
 
+# The same bucket through a driver whose bound is 1 KiB: every object is too large for it.
+[[external_storage.drivers]]
+name = "small.s3driver"
+kind = "s3"
+region = "us-east-1"
+endpoint = "{url}"
+force_path_style = true
+buckets = ["{BUCKET}"]
+max_object_bytes = "1KiB"
+
+# Namespace "restricted" may read only the second bucket.
+[external_storage.namespaces.restricted]
+buckets = ["second-bucket"]
+
 {offload}
 "#,
-        moto.url()
+        url = moto.url()
     )
 }
 
@@ -387,6 +401,46 @@ fn python_worker_offloads_sealed_payloads_and_kmscodec_resolves_them() {
         moto.guard.log_tail(20)
     );
 
+    // The namespace's own rules: "restricted" may not read this bucket (403, no call).
+    let response = http_request(
+        "POST",
+        &format!("{}/decode", codec.url()),
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Namespace", "restricted"),
+        ],
+        body.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(response.status, 403, "{}", response.text());
+    assert!(response.text().contains("storage_bucket_not_allowed"));
+
+    // An object over the driver's max_object_bytes: 413, refused on its declared size.
+    let response = post(
+        &codec.url(),
+        "/decode",
+        &tamper_driver(&references[0], "small.s3driver"),
+    );
+    assert_eq!(response.status, 413, "{}", response.text());
+    assert!(
+        response.text().contains("storage_object_too_large"),
+        "{}",
+        response.text()
+    );
+
+    // A driver this server does not have: 400, no call.
+    let response = post(
+        &codec.url(),
+        "/decode",
+        &tamper_driver(&references[0], "gcp.gcsdriver"),
+    );
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert!(
+        response.text().contains("unknown_storage_driver"),
+        "{}",
+        response.text()
+    );
+
     // The audit log names the object keys, never the content.
     let audit = common::wait_for_audit(&dir.path().join("audit.log"), |text| {
         text.contains("\"event\":\"storage\"") && text.contains("bucket_refused")
@@ -488,6 +542,15 @@ fn python_worker_offloads_sealed_payloads_and_kmscodec_resolves_them() {
         !size_text.is_empty() && !size_text.starts_with('0'),
         "the UI did not show a non-zero size: {size_text:?}"
     );
+}
+
+/// `{"payloads": [reference]}` with its driver name replaced.
+fn tamper_driver(reference: &Value, driver: &str) -> Value {
+    let mut reference = reference.clone();
+    let mut parsed: Value = serde_json::from_slice(&unb64(&reference["data"])).unwrap();
+    parsed["driverName"] = json!(driver);
+    reference["data"] = json!(b64(parsed.to_string().as_bytes()));
+    json!({"payloads": [reference]})
 }
 
 /// The decoded text of a `json/plain` payload (the JSON as written).
