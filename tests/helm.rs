@@ -1044,6 +1044,24 @@ fn memory_limit_is_checked_against_the_codec_limits() {
 #[test]
 fn server_mode_spreads_replicas_and_has_a_disruption_budget() {
     let documents = &rendered_case("server-unauthenticated").documents;
+    // Without authentication the codec listener answers only its Service's names (Host checks
+    // against DNS rebinding): the chart lists them.
+    let config: toml::Table = config_toml(documents).parse().unwrap();
+    let service = of_kind(documents, "Service")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hosts: Vec<&str> = config["server"]["allowed_hosts"]
+        .as_array()
+        .expect("allowed_hosts")
+        .iter()
+        .map(|host| host.as_str().unwrap())
+        .collect();
+    assert!(hosts.contains(&service.as_str()), "{hosts:?}");
+    assert!(
+        hosts.iter().any(|host| host.ends_with(".svc.cluster.local")),
+        "{hosts:?}"
+    );
     let deployment = of_kind(documents, "Deployment")[0];
     let spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
         .as_array()

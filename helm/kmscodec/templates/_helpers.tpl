@@ -210,6 +210,14 @@ anyone who reaches the Service can use, unless explicitly allowed.
 {{- end -}}
 {{- $_ := set $config "auth" $auth -}}
 {{- $_ := set $config "authz" (dict "rules" $v.server.auth.rules) -}}
+{{- else if not (hasKey $server "allowed_hosts") -}}
+{{- /* A listener without authentication answers only the Host names it is told (DNS
+rebinding, docs/configuration.md): the Service's names and the Ingress hosts. */ -}}
+{{- $svc := include "kmscodec.fullname" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- $hosts := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) -}}
+{{- range $v.server.ingress.hosts }}{{ $hosts = append $hosts .host }}{{ end -}}
+{{- $_ := set $server "allowed_hosts" $hosts -}}
 {{- end -}}
 {{- else -}}
 {{- $_ := set $fixed "listen" (printf "127.0.0.1:%v" (int64 $v.ports.http)) -}}
