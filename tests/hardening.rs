@@ -640,8 +640,9 @@ fn a_stalled_audit_output_sheds_codec_requests_and_never_freezes_health() {
             sink.len()
         }
     });
-    let (_keyring, config) =
-        local_config(&format!("[audit]\noutput = \"file\"\npath = {fifo:?}\n"));
+    let (_keyring, config) = local_config(&format!(
+        "[audit]\noutput = \"file\"\npath = {fifo:?}\nworker = \"all\"\n"
+    ));
     let codec = Kmscodec::start_with(Some(&config), &[]);
     let client = reqwest::blocking::Client::builder()
         .no_proxy()

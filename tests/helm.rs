@@ -1059,7 +1059,9 @@ fn server_mode_spreads_replicas_and_has_a_disruption_budget() {
         .collect();
     assert!(hosts.contains(&service.as_str()), "{hosts:?}");
     assert!(
-        hosts.iter().any(|host| host.ends_with(".svc.cluster.local")),
+        hosts
+            .iter()
+            .any(|host| host.ends_with(".svc.cluster.local")),
         "{hosts:?}"
     );
     let deployment = of_kind(documents, "Deployment")[0];
