@@ -844,16 +844,12 @@ fn cross_site_and_rebinding_requests_get_no_plaintext() {
 /// listener.
 #[test]
 fn readiness_on_the_codec_listener_gives_no_reason() {
-    let dir = common::temp_dir("readyz");
-    let missing = dir.path().join("no-such-keyring.json");
-    let config = format!(
-        "[providers.dev]\nkind = \"local\"\npath = {missing:?}\ncreate_missing = true\n\
-         [namespaces.\"*\"]\nprovider = \"dev\"\nkey = \"dev\"\n"
-    );
-    let mut codec = Kmscodec::start_with(Some(&config), &[]);
-    // Break the provider: the keyring file becomes unreadable to its check.
-    std::fs::remove_file(&missing).unwrap();
-    std::fs::create_dir(&missing).unwrap();
+    // A provider that never answers (nothing listens on port 9): not ready from the start.
+    let config = "[providers.vault]\nkind = \"vault\"\naddress = \"http://127.0.0.1:9\"\n\
+                  timeout = \"1s\"\nretries = 0\n[providers.vault.auth]\nmethod = \"token\"\n\
+                  token_env = \"KMSCODEC_TEST_TOKEN\"\n\
+                  [namespaces.\"*\"]\nprovider = \"vault\"\nkey = \"k\"\n";
+    let mut codec = Kmscodec::spawn(Some(config), &[], &[("KMSCODEC_TEST_TOKEN", "s.test")]);
     let admin = format!("{}/readyz", codec.admin_url());
     common::wait_for("not ready", Duration::from_secs(30), || {
         common::http_status(&admin) == Some(503)
