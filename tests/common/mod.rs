@@ -502,6 +502,24 @@ impl Temporal {
     /// default` answers. Without `ui_codec_endpoint` it runs `--headless`; with one it serves
     /// the Web UI on `ui_port` with `--ui-codec-endpoint URL --ui-disable-news-fetch`.
     pub fn start(ui_codec_endpoint: Option<&str>) -> Temporal {
+        // The dev server's internal services (history, matching) bind ports of their own; with
+        // several test processes starting servers at once, one of them can be taken between the
+        // choice and the bind. The server then exits at once: start again with fresh ports.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Temporal::start_once(ui_codec_endpoint) {
+                Ok(temporal) => return temporal,
+                Err(log) if attempt < 4 => {
+                    eprintln!("temporal dev server lost a port race, starting again:\n{log}")
+                }
+                Err(log) => panic!("temporal dev server did not start:\n{log}"),
+            }
+        }
+    }
+
+    /// One start of the dev server: `Err` with its log when it exited because a port was taken.
+    fn start_once(ui_codec_endpoint: Option<&str>) -> Result<Temporal, String> {
         let dir = temp_dir("temporal");
         let (port, ui_port) = (free_port(), free_port());
         let address = format!("127.0.0.1:{port}");
@@ -525,33 +543,50 @@ impl Temporal {
         }
         let mut guard = ChildGuard::spawn("temporal", cmd, dir.path());
         let home = dir.path().join("home");
-        guard.wait_ready(
-            "temporal dev server: namespace default described",
-            READY_TIMEOUT,
-            || {
-                if !port_open(port) {
-                    return false;
+        // Ready when `namespace describe` answers; an exit over a taken port is retried by
+        // the caller, any other exit or the timeout fails the test with the log.
+        let described = || {
+            if !port_open(port) {
+                return false;
+            }
+            let mut c = hermetic_command(tool("temporal"), &home);
+            c.args(["operator", "namespace", "describe", "-n", "default"])
+                .args(["--address", &format!("127.0.0.1:{port}")])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            c.status().is_ok_and(|s| s.success())
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !described() {
+            if let Some(status) = guard.try_exit() {
+                let log = guard.log();
+                if log.contains("address already in use") {
+                    return Err(log);
                 }
-                let mut c = hermetic_command(tool("temporal"), &home);
-                c.args(["operator", "namespace", "describe", "-n", "default"])
-                    .args(["--address", &format!("127.0.0.1:{port}")])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null());
-                c.status().is_ok_and(|s| s.success())
-            },
-        );
+                panic!(
+                    "temporal exited ({status}) before its namespace was described\n{}",
+                    guard.log_tail(40)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "temporal dev server not ready within {READY_TIMEOUT:?}\n{}",
+                guard.log_tail(40)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         if ui_codec_endpoint.is_some() {
             let ui = format!("http://127.0.0.1:{ui_port}/");
             guard.wait_ready("temporal web UI", READY_TIMEOUT, || http_ok(&ui));
         }
-        Temporal {
+        Ok(Temporal {
             guard,
             port,
             ui_port,
             address,
             dir,
-        }
+        })
     }
 
     /// `http://127.0.0.1:UI_PORT`.
