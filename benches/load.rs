@@ -455,7 +455,7 @@ async fn http_load(
             tokio::spawn(connection);
             while Instant::now() < deadline {
                 let request = http::Request::post(path)
-                    .header("host", "bench")
+                    .header("host", "127.0.0.1")
                     .header("content-type", "application/json")
                     .header("x-namespace", "bench")
                     .body(Full::new(body.clone()))
@@ -598,7 +598,7 @@ async fn sealed_by(
                     .map_err(|e| e.to_string())?;
             tokio::spawn(connection);
             let request = http::Request::post("/encode")
-                .header("host", "bench")
+                .header("host", "127.0.0.1")
                 .header("x-namespace", "bench")
                 .body(Full::new(json_body(inputs)))
                 .map_err(|e| e.to_string())?;
