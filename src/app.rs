@@ -3,7 +3,7 @@
 //! `main` parses the command line and installs signal handlers; everything it then does goes
 //! through here, so integration tests build exactly what the binary builds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,12 +12,9 @@ use std::time::Duration;
 use crate::audit::AuditLog;
 use crate::auth::{Authenticator, Authorizer, Method};
 use crate::codec::{Codec, CodecOptions};
-use crate::config::{Config, ProviderConfig};
+use crate::config::Config;
 use crate::keyring::{Keyring, NamespacePolicy, Policies};
-use crate::keys::aws_kms::AwsKms;
-use crate::keys::local_file::LocalFile;
-use crate::keys::vault::VaultTransit;
-use crate::keys::{KeyProvider, ProviderError};
+use crate::keys::{self, KeyProvider, ProviderConfig, ProviderError};
 use crate::metrics::{Metrics, MetricsError};
 use crate::server::grpc;
 use crate::server::http::{HttpOptions, handler};
@@ -90,8 +87,6 @@ pub struct App {
     pub codec: Arc<Codec>,
     /// Readiness.
     pub readiness: Arc<Readiness>,
-    /// Local keyring files by provider name (for administration).
-    pub local_files: BTreeMap<String, Arc<LocalFile>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// The audit log.
@@ -119,66 +114,34 @@ impl std::fmt::Debug for App {
 /// Builds providers, keyring and codec from `config`.
 pub fn build(config: Config) -> Result<App, AppError> {
     let mut providers: HashMap<String, Arc<dyn KeyProvider>> = HashMap::new();
-    let mut local_files = BTreeMap::new();
     for (name, provider) in &config.providers {
-        match provider {
+        // A local file that may be created gets the first namespace key naming this provider.
+        let create_with = match provider {
             ProviderConfig::Local {
-                path,
-                create_missing,
-            } => {
-                // The key created with a new file: the first namespace key naming this provider.
-                let first_key = config
+                create_missing: true,
+                ..
+            } => Some(
+                config
                     .namespaces
                     .values()
                     .find(|ns| &ns.provider == name && !ns.key.contains("{namespace}"))
-                    .map(|ns| ns.key.clone())
-                    .unwrap_or_else(|| crate::config::DEV_KEY.to_owned());
-                let local =
-                    if *create_missing {
-                        let (local, created) = LocalFile::open_or_create(path, &first_key)
-                            .map_err(|error| AppError::Provider {
-                                name: name.clone(),
-                                error,
-                            })?;
-                        if created {
-                            tracing::warn!(
-                                path = %path.display(),
-                                "created a new local keyring file with key {first_key:?}"
-                            );
-                        }
-                        local
-                    } else {
-                        LocalFile::open(path).map_err(|error| AppError::Provider {
-                            name: name.clone(),
-                            error,
-                        })?
-                    };
-                let local = Arc::new(local);
-                local_files.insert(name.clone(), Arc::clone(&local));
-                providers.insert(name.clone(), local);
-            }
-            ProviderConfig::Vault(vault) => {
-                // No network I/O here: the first login happens at the first readiness check
-                // (or first use), so an unreachable Vault never blocks startup.
-                let provider = VaultTransit::new(vault).map_err(|error| AppError::Provider {
-                    name: name.clone(),
-                    error,
-                })?;
-                tracing::info!(
-                    provider = %name,
-                    address = %vault.address,
-                    mount = %vault.mount,
-                    auth = provider.auth_method(),
-                    "vault transit provider configured"
-                );
-                providers.insert(name.clone(), Arc::new(provider));
-            }
-            ProviderConfig::Aws(options) => {
-                // No I/O here: the SDK client is built on the first call (the readiness check
-                // at startup), because resolving the AWS chain is async and `build` is not.
-                providers.insert(name.clone(), Arc::new(AwsKms::new(options.clone())));
-            }
+                    .map_or(crate::config::DEV_KEY, |ns| ns.key.as_str()),
+            ),
+            _ => None,
+        };
+        let opened = keys::open(provider, create_with).map_err(|error| AppError::Provider {
+            name: name.clone(),
+            error,
+        })?;
+        if let (true, ProviderConfig::Local { path, .. }, Some(key)) =
+            (opened.created, provider, create_with)
+        {
+            tracing::warn!(
+                path = %path.display(),
+                "created a new local keyring file with key {key:?}"
+            );
         }
+        providers.insert(name.clone(), opened.provider);
     }
     let mut policies = Policies::default();
     for (namespace, entry) in &config.namespaces {
@@ -267,7 +230,6 @@ pub fn build(config: Config) -> Result<App, AppError> {
         keyring,
         codec,
         readiness,
-        local_files,
         metrics,
         audit,
         in_flight,
@@ -307,7 +269,7 @@ impl App {
 
     /// HTTP settings of the UI-facing codec listener: its own authentication, CORS, and pool of
     /// permits.
-    pub fn ui_http_options(&self, ui: &crate::config::UiConfig) -> HttpOptions {
+    pub fn ui_http_options(&self, ui: &crate::server::UiConfig) -> HttpOptions {
         HttpOptions {
             cors: ui.cors.clone(),
             token_cookie: ui.token_cookie.clone(),
@@ -363,7 +325,7 @@ impl App {
             Some(ui) => Some(bind(ui.listen).await?),
             None => None,
         };
-        let tls = |listener: &'static str, settings: &Option<crate::config::TlsSettings>| {
+        let tls = |listener: &'static str, settings: &Option<crate::server::tls::TlsSettings>| {
             settings
                 .clone()
                 .map(|settings| {

@@ -29,11 +29,30 @@ pub use scope::{Scope, Scopes};
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use crate::config::AuditOutput;
 use crate::payload::write_json_string;
+
+/// The `tracing` target of key administration's audit lines (`kmscodec keys ...` and the admin
+/// API): one per operation, whatever its outcome. They go to the process log, not the codec
+/// audit log.
+pub const ADMIN_TARGET: &str = "kmscodec::audit";
+
+/// Where audit lines go (`[audit]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AuditOutput {
+    /// Not written.
+    Off,
+    /// Standard output (the default: the container runtime's log collector picks it up).
+    #[default]
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// Appended to a file (created 0600).
+    File(PathBuf),
+}
 
 /// How long the writer lets lines gather after the first one before it writes them.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(20);

@@ -22,19 +22,19 @@ use std::fmt;
 use std::path::PathBuf;
 
 mod authz;
-mod config;
 mod jwks;
 mod jwt;
+mod settings;
 mod token;
 
 pub use authz::Authorizer;
-pub use config::{
-    AuthConfig, AuthzConfig, DEFAULT_EMAIL_CLAIM, DEFAULT_GROUPS_CLAIM, DEFAULT_JWKS_REFRESH,
-    DEFAULT_LEEWAY, JwksSource, JwtAlgorithm, JwtConfig, PRINCIPAL_KINDS, Rule, TokenConfig, parse,
-    valid_token_name, validate_methods,
-};
 pub use jwks::{
     FETCH_TIMEOUT as JWKS_FETCH_TIMEOUT, MIN_REFETCH_INTERVAL as JWKS_MIN_REFETCH_INTERVAL,
+};
+pub use settings::{
+    AuthConfig, AuthzConfig, DEFAULT_EMAIL_CLAIM, DEFAULT_GROUPS_CLAIM, DEFAULT_JWKS_REFRESH,
+    DEFAULT_LEEWAY, JwksSource, JwtAlgorithm, JwtConfig, MAX_LEEWAY, MIN_JWKS_REFRESH,
+    PRINCIPAL_KINDS, Rule, TokenConfig, valid_token_name,
 };
 pub use token::CHECK_INTERVAL as TOKEN_FILE_CHECK_INTERVAL;
 

@@ -10,8 +10,11 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::audit::AuditOutput;
 use crate::auth::JwksSource;
-use crate::config::{AuditOutput, Config, ProviderConfig, VaultAuth, VaultToken};
+use crate::config::Config;
+use crate::keys::ProviderConfig;
+use crate::keys::vault::{VaultAuth, VaultToken};
 
 /// How a referenced path must be usable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

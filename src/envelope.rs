@@ -61,7 +61,7 @@ pub const COMMITMENT_LEN: usize = 32;
 pub const TAG_LEN: usize = 16;
 
 /// Longest namespace the header carries (one length byte). Temporal's own limit is lower.
-pub const MAX_NAMESPACE_LEN: usize = 255;
+pub const MAX_NAMESPACE_LEN: usize = crate::namespace::MAX_LEN;
 /// Longest KEK reference (an AWS key ARN is about 75 bytes; an alias ARN up to ~300).
 pub const MAX_KEK_REF_LEN: usize = 1024;
 /// Longest wrapped data key (AWS KMS ciphertext blobs for 32 bytes are ~184 bytes; Vault

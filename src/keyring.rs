@@ -571,12 +571,14 @@ impl Stats {
     }
 }
 
-/// What a namespace's keys look like right now (for metrics and `keys describe --sidecar`).
-#[derive(Debug, Clone, serde::Serialize)]
+/// What a namespace's keys look like right now: for metrics, and the answer of the admin API's
+/// `GET /admin/v1/namespaces` (`keys describe --sidecar` reads it back).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NamespaceSnapshot {
     /// The namespace.
     pub namespace: String,
     /// The configuration entry serving it (the `entry` metrics label): itself or `*`.
+    #[serde(default)]
     pub metrics_label: String,
     /// Provider name from config.
     pub provider: String,
@@ -596,8 +598,8 @@ pub struct NamespaceSnapshot {
     pub age_seconds: f64,
     /// Maximum age in seconds.
     pub max_age_seconds: f64,
-    /// Rotations so far, by reason label.
-    pub rotations: Vec<(String, u64)>,
+    /// Data keys minted so far, by reason (`initial`, `count`, `age`, `bytes`, `manual`).
+    pub rotations: std::collections::BTreeMap<String, u64>,
     /// Reservations refused because the hard limit was reached.
     pub hard_limit_refusals: u64,
     /// Failed attempts to mint a data key.

@@ -24,7 +24,6 @@
 //! * [`config_check`]: the files a configuration refers to, opened (`config check --deep`).
 //! * [`config`]: typed configuration; the only reader of the environment.
 
-pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod auth;
@@ -33,9 +32,11 @@ pub mod compression;
 pub mod config;
 pub mod config_check;
 pub mod envelope;
+pub mod keyadmin;
 pub mod keyring;
 pub mod keys;
 pub mod metrics;
+pub mod namespace;
 pub mod payload;
 pub mod secret;
 pub mod server;

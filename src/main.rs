@@ -7,10 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use kmscodec::admin::{self, Admin, AdminError, SidecarClient};
 use kmscodec::app::{self, App};
 use kmscodec::codec::NamespaceCheck;
 use kmscodec::config::{self, Config};
+use kmscodec::keyadmin::{self, Admin, AdminError, SidecarClient};
 use kmscodec::keys::local_file::LocalFile;
 use kmscodec::payload;
 
@@ -511,11 +511,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 } else {
                     0
                 };
-                let (out, summary) = admin::rewrap(&app, payloads, every, |done, total| {
-                    eprintln!("rewrap: {done}/{total} payloads");
-                })
-                .await
-                .map_err(admin_failure)?;
+                let (out, summary) =
+                    keyadmin::rewrap(&app.codec, payloads, every, |done, total| {
+                        eprintln!("rewrap: {done}/{total} payloads");
+                    })
+                    .await
+                    .map_err(admin_failure)?;
                 write_stdout(&out)?;
                 let namespaces = summary
                     .by_namespace
@@ -538,10 +539,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             })
         }
         Command::Encode { namespace } => {
-            if !config::valid_namespace(&namespace) {
-                return Err(Failure::usage(format!(
-                    "--namespace {namespace:?} is not a valid namespace"
-                )));
+            if let Err(error) = kmscodec::namespace::Namespace::new(&namespace) {
+                return Err(Failure::usage(format!("--namespace {error}")));
             }
             let app = app::build(load_config(&cli.global)?).map_err(Failure::usage)?;
             let input = read_stdin()?;
@@ -616,15 +615,15 @@ fn sidecar_client(
     }
     let urls = urls
         .iter()
-        .map(|url| admin::check_sidecar_url(url))
+        .map(|url| keyadmin::check_sidecar_url(url))
         .collect::<Result<Vec<_>, _>>()?;
     let token = match token_file {
-        Some(path) => Some(admin::read_token_file(path).map_err(AdminError::Usage)?),
+        Some(path) => Some(kmscodec::secret::read_token_file(path).map_err(AdminError::Usage)?),
         None => config
             .admin
             .token_file
             .as_deref()
-            .and_then(|path| admin::read_token_file(path).ok()),
+            .and_then(|path| kmscodec::secret::read_token_file(path).ok()),
     };
     Ok(Some((urls, SidecarClient::new(token)?)))
 }
@@ -652,14 +651,14 @@ async fn keys(config: Config, output: Output, command: KeysCommand) -> Result<()
             provider,
             key,
         } => {
-            let report = admin::create(&admin, &namespace, provider.as_deref(), key.as_deref())
+            let report = keyadmin::create(&admin, &namespace, provider.as_deref(), key.as_deref())
                 .await
                 .map_err(admin_failure)?;
             print_report(output, || report.table(), &report);
             Ok(())
         }
         KeysCommand::List => {
-            let report = admin::list(&admin).await.map_err(admin_failure)?;
+            let report = keyadmin::list(&admin).await.map_err(admin_failure)?;
             print_report(output, || report.table(), &report);
             match report.failures() {
                 0 => Ok(()),
@@ -671,7 +670,7 @@ async fn keys(config: Config, output: Output, command: KeysCommand) -> Result<()
         }
         KeysCommand::Describe { namespace, sidecar } => {
             let client = sidecars(&sidecar)?;
-            let report = admin::describe(
+            let report = keyadmin::describe(
                 &admin,
                 &namespace,
                 &urls(&client),
@@ -690,7 +689,7 @@ async fn keys(config: Config, output: Output, command: KeysCommand) -> Result<()
         }
         KeysCommand::Rotate { namespace, sidecar } => {
             let client = sidecars(&sidecar)?;
-            let report = admin::rotate(
+            let report = keyadmin::rotate(
                 &admin,
                 &namespace,
                 &urls(&client),
@@ -713,7 +712,7 @@ async fn keys(config: Config, output: Output, command: KeysCommand) -> Result<()
             let Some((urls, client)) = sidecars(&args)? else {
                 return Err(Failure::usage("rotate-data-key needs --sidecar URL"));
             };
-            let report = admin::rotate_data_keys(&admin, &namespace, &urls, &client)
+            let report = keyadmin::rotate_data_keys(&admin, &namespace, &urls, &client)
                 .await
                 .map_err(admin_failure)?;
             print_report(output, || report.table(), &report);
@@ -721,7 +720,7 @@ async fn keys(config: Config, output: Output, command: KeysCommand) -> Result<()
         }
         KeysCommand::DisableEncrypt { namespace, sidecar } => {
             let client = sidecars(&sidecar)?;
-            let report = admin::set_decrypt_only(
+            let report = keyadmin::set_decrypt_only(
                 &admin,
                 &namespace,
                 true,
@@ -734,7 +733,7 @@ async fn keys(config: Config, output: Output, command: KeysCommand) -> Result<()
             sidecars_told(&report.sidecars, "the namespace is decrypt-only")
         }
         KeysCommand::EnableEncrypt { namespace } => {
-            let report = admin::set_decrypt_only(&admin, &namespace, false, &[], None)
+            let report = keyadmin::set_decrypt_only(&admin, &namespace, false, &[], None)
                 .await
                 .map_err(admin_failure)?;
             print_report(output, || report.table(), &report);
@@ -748,7 +747,7 @@ async fn keys(config: Config, output: Output, command: KeysCommand) -> Result<()
             including_shared,
             sidecar,
         } => {
-            let args = admin::ShredArgs {
+            let args = keyadmin::ShredArgs {
                 namespace: &namespace,
                 confirm: &confirm,
                 pending_days,
@@ -756,9 +755,9 @@ async fn keys(config: Config, output: Output, command: KeysCommand) -> Result<()
                 including_shared,
             };
             // Every argument is checked before any provider or process is contacted.
-            admin::check_shred(&admin, &args).map_err(admin_failure)?;
+            keyadmin::check_shred(&admin, &args).map_err(admin_failure)?;
             let client = sidecars(&sidecar)?;
-            let report = admin::shred(
+            let report = keyadmin::shred(
                 &admin,
                 &args,
                 &urls(&client),
@@ -770,7 +769,7 @@ async fn keys(config: Config, output: Output, command: KeysCommand) -> Result<()
             sidecars_told(&report.sidecars, "the key was shredded")
         }
         KeysCommand::CancelShred { namespace } => {
-            let report = admin::cancel_shred(&admin, &namespace)
+            let report = keyadmin::cancel_shred(&admin, &namespace)
                 .await
                 .map_err(admin_failure)?;
             print_report(output, || report.table(), &report);
@@ -779,8 +778,8 @@ async fn keys(config: Config, output: Output, command: KeysCommand) -> Result<()
     }
 }
 
-fn sidecars_told(outcomes: &[admin::SidecarOutcome], done: &str) -> Result<(), Failure> {
-    match admin::sidecar_failures(outcomes, done) {
+fn sidecars_told(outcomes: &[keyadmin::SidecarOutcome], done: &str) -> Result<(), Failure> {
+    match keyadmin::sidecar_failures(outcomes, done) {
         Some(error) => Err(admin_failure(error)),
         None => Ok(()),
     }

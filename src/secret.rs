@@ -7,8 +7,9 @@
 //! gets the same treatment: redacted `Debug`, zeroized on drop, compared in constant time.
 
 use std::fmt;
+use std::path::Path;
 
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// Length of a data key in bytes: AES-256.
 pub const DATA_KEY_LEN: usize = 32;
@@ -53,7 +54,7 @@ impl fmt::Debug for DataKey {
 
 /// A credential for a key provider (a Vault token), as configuration read it.
 ///
-/// `Clone` because [`crate::config::Config`] is; every copy is zeroized on drop. `Debug` never
+/// `Clone` because the configuration that holds it is; every copy is zeroized on drop. `Debug` never
 /// shows it, and equality is decided in constant time.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct Credential(String);
@@ -177,6 +178,24 @@ impl fmt::Display for KekRef {
             write!(f, "{}:v{}", self.key, self.version)
         }
     }
+}
+
+/// Reads a bearer token file: trimmed, visible ASCII only.
+pub fn read_token_file(path: &Path) -> Result<Zeroizing<String>, String> {
+    let bytes = Zeroizing::new(
+        std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?,
+    );
+    let text = std::str::from_utf8(&bytes)
+        .map(str::trim)
+        .ok()
+        .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            format!(
+                "{} does not hold a token (empty, or characters other than visible ASCII)",
+                path.display()
+            )
+        })?;
+    Ok(Zeroizing::new(text.to_owned()))
 }
 
 #[cfg(test)]

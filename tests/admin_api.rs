@@ -139,13 +139,13 @@ async fn without_a_token_reads_are_open_and_changes_need_loopback() {
     assert_eq!(browser.body["code"], "admin_browser_refused");
     assert_eq!(
         app.keyring.snapshot()[0].rotations,
-        vec![
+        std::collections::BTreeMap::from([
             ("initial".to_owned(), 1),
             ("count".to_owned(), 0),
             ("age".to_owned(), 0),
             ("bytes".to_owned(), 0),
             ("manual".to_owned(), 0)
-        ],
+        ]),
         "nothing refused may have acted"
     );
 

@@ -1055,8 +1055,8 @@ fn https_with_a_ca_bundle() {
 
 mod in_process {
     use super::*;
-    use kmscodec::config::{VaultAuth, VaultConfig, VaultToken};
     use kmscodec::keys::vault::VaultTransit;
+    use kmscodec::keys::vault::{VaultAuth, VaultConfig, VaultToken};
     use kmscodec::keys::{KeyProvider, ProviderError};
     use kmscodec::secret::{Credential, KekRef, WrappedKey};
 

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use super::config::AuthzConfig;
+use super::settings::AuthzConfig;
 use super::{Principal, Role};
 
 /// One compiled rule.
@@ -92,7 +92,7 @@ impl Authorizer {
 mod tests {
     use super::*;
     use crate::auth::Method;
-    use crate::auth::config::Rule;
+    use crate::auth::settings::Rule;
 
     fn principal(names: &[&str]) -> Principal {
         Principal {

@@ -20,7 +20,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 
 use super::AuthSetupError;
-use super::config::JwksSource;
+use super::settings::JwksSource;
 
 /// Fewest seconds between two fetches of the key set (for an unknown `kid`, or after a failure).
 pub const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(30);

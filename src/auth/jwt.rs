@@ -12,8 +12,8 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
-use super::config::JwtConfig;
 use super::jwks::KeyCache;
+use super::settings::JwtConfig;
 use super::{AuthError, AuthSetupError, Method, Principal};
 
 /// Longest token accepted, before any parsing.

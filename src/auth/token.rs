@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::AuthSetupError;
-use super::config::TokenConfig;
+use super::settings::TokenConfig;
 
 /// How often the request path looks at the token files' metadata.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(5);

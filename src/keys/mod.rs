@@ -7,17 +7,90 @@
 //! 403/404/503/400 without knowing which backend is behind them.
 //!
 //! [`KeyAdmin`] is the operators' side of the same backends (create, rotate, decrypt-only,
-//! shred): only `kmscodec keys ...` and [`crate::admin`] call it, never the serving path.
+//! shred): only `kmscodec keys ...` and [`crate::keyadmin`] call it, never the serving path.
+//!
+//! [`open`] is the one place a [`ProviderConfig`] becomes a provider, for the server and for
+//! administration alike.
 
 use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::secret::{DataKey, KekRef, ProviderKind, WrappedKey};
+use aws_kms::{AwsKms, AwsKmsOptions};
+use local_file::LocalFile;
+use vault::{VaultConfig, VaultTransit};
 
 pub mod aws_kms;
 pub mod local_file;
 pub mod vault;
+
+/// A key provider's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderConfig {
+    /// A local keyring file.
+    Local {
+        /// The keyring file.
+        path: PathBuf,
+        /// Create the file (with one key named after the namespace's key) when it is missing.
+        create_missing: bool,
+    },
+    /// HashiCorp Vault or OpenBao transit (`kind = "vault"`).
+    Vault(Box<VaultConfig>),
+    /// AWS KMS (`kind = "aws"`): region, endpoint, profile, timeouts and retries. Credentials
+    /// come from the AWS SDK's standard chain, never from this file.
+    Aws(AwsKmsOptions),
+}
+
+impl ProviderConfig {
+    /// The `kind` value.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Local { .. } => "local",
+            Self::Vault(_) => "vault",
+            Self::Aws(_) => "aws",
+        }
+    }
+}
+
+/// A provider [`open`] built.
+pub struct Opened {
+    /// The provider, with its administration side.
+    pub provider: Arc<dyn KeyAdmin>,
+    /// Whether a new local keyring file was created.
+    pub created: bool,
+}
+
+/// Builds the provider `config` describes. `create_with`: a local keyring file that does not
+/// exist yet is created holding this key (any other kind ignores it).
+///
+/// No network I/O: Vault logs in and AWS resolves its credential chain on the first call, so an
+/// unreachable service never blocks startup.
+pub fn open(config: &ProviderConfig, create_with: Option<&str>) -> Result<Opened, ProviderError> {
+    let (provider, created): (Arc<dyn KeyAdmin>, bool) = match config {
+        ProviderConfig::Local { path, .. } => match create_with {
+            Some(key) => {
+                let (local, created) = LocalFile::open_or_create(path, key)?;
+                (Arc::new(local), created)
+            }
+            None => (Arc::new(LocalFile::open(path)?), false),
+        },
+        ProviderConfig::Vault(vault) => {
+            let provider = VaultTransit::new(vault)?;
+            tracing::info!(
+                address = %vault.address,
+                mount = %vault.mount,
+                auth = provider.auth_method(),
+                "vault transit provider configured"
+            );
+            (Arc::new(provider), false)
+        }
+        ProviderConfig::Aws(options) => (Arc::new(AwsKms::new(options.clone())), false),
+    };
+    Ok(Opened { provider, created })
+}
 
 /// A data key freshly minted by a provider: the plaintext for sealing and its wrapped form for
 /// the header.

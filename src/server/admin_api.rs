@@ -4,7 +4,7 @@
 //! Routes (JSON answers; errors are `{"code": "...", "message": "..."}` as on the codec routes):
 //!
 //! * `GET /admin/v1/namespaces`: every namespace this process has used, with its active data
-//!   key's usage, limits, age and rotations ([`crate::admin::NamespacesAnswer`]).
+//!   key's usage, limits, age and rotations ([`NamespacesAnswer`]).
 //! * `GET /admin/v1/namespaces/{namespace}`: one of them (404 `namespace_not_used` otherwise).
 //! * `POST /admin/v1/namespaces/{namespace}/rotate-data-key`: retire the namespace's active data
 //!   key now; the next encode mints a new one (emergency rotation).
@@ -36,9 +36,129 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::http::error_response;
-use crate::admin::{self, ApiCaller};
-use crate::config::{AdminConfig, valid_namespace};
-use crate::keyring::{Keyring, KeyringError};
+use serde::{Deserialize, Serialize};
+
+use crate::audit::ADMIN_TARGET;
+use crate::keyring::{Keyring, KeyringError, NamespaceSnapshot};
+use crate::namespace::Namespace;
+use crate::secret::read_token_file;
+
+/// The admin API's settings (`[admin]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// A file holding the bearer token the admin API requires. Without it, mutating admin
+    /// routes answer loopback callers only.
+    pub token_file: Option<PathBuf>,
+    /// Serve the admin API on its own listener at this address (`127.0.0.1:9465` in the Helm
+    /// chart's sidecar mode) instead of beside `/metrics` and the probes on the admin listener,
+    /// so the port Prometheus and the kubelet reach carries no admin route.
+    pub listen: Option<SocketAddr>,
+}
+
+/// The path prefix of the admin HTTP API.
+pub const API_PREFIX: &str = "/admin/v1";
+
+/// The answer of `GET /admin/v1/namespaces`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamespacesAnswer {
+    /// Every namespace this process has used, sorted.
+    pub namespaces: Vec<NamespaceSnapshot>,
+}
+
+/// The answer of the data key routes (`rotate-data-key`, `forget-data-keys`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataKeyAnswer {
+    /// The namespace.
+    pub namespace: String,
+    /// Whether the process had an active data key for it (now retired).
+    pub had_active_key: bool,
+    /// Whether the decode cache was emptied (`forget-data-keys`).
+    pub cache_cleared: bool,
+}
+
+/// Who asked the admin API, for its audit lines.
+#[derive(Debug, Clone)]
+pub struct ApiCaller {
+    /// The peer address.
+    pub peer: String,
+    /// How it was allowed: `token` or `loopback`.
+    pub authenticated_by: &'static str,
+}
+
+fn api_audit(caller: &ApiCaller, op: &str, namespace: &str, outcome: Result<bool, &KeyringError>) {
+    match outcome {
+        Ok(had_active_key) => tracing::info!(
+            target: ADMIN_TARGET,
+            audit = true,
+            via = "admin_api",
+            peer = %caller.peer,
+            authenticated_by = caller.authenticated_by,
+            op,
+            namespace,
+            had_active_key,
+            outcome = "ok",
+            "key administration: {op} {namespace}"
+        ),
+        Err(error) => tracing::warn!(
+            target: ADMIN_TARGET,
+            audit = true,
+            via = "admin_api",
+            peer = %caller.peer,
+            authenticated_by = caller.authenticated_by,
+            op,
+            namespace,
+            outcome = "failed",
+            error = %error,
+            "key administration: {op} {namespace} failed"
+        ),
+    }
+}
+
+/// What a data key route does to one namespace in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataKeyOp {
+    /// Retire the active data key: the next encode mints a new one (emergency rotation after a
+    /// suspected leak, or to pick up a rotated or decrypt-only KEK now).
+    Rotate,
+    /// After the KEK was shredded: retire the active data key and empty the decode cache
+    /// ([`Keyring::forget_namespace`]).
+    Forget,
+}
+
+impl DataKeyOp {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Rotate => "rotate-data-key",
+            Self::Forget => "forget-data-keys",
+        }
+    }
+
+    /// Does it, writes the audit line, and answers.
+    fn apply(
+        self,
+        keyring: &Keyring,
+        namespace: &str,
+        caller: &ApiCaller,
+    ) -> Result<DataKeyAnswer, KeyringError> {
+        let result = match self {
+            Self::Rotate => keyring.retire_active(namespace),
+            Self::Forget => keyring.forget_namespace(namespace),
+        };
+        api_audit(caller, self.name(), namespace, result.as_ref().copied());
+        Ok(DataKeyAnswer {
+            namespace: namespace.to_owned(),
+            had_active_key: result?,
+            cache_cleared: self == Self::Forget,
+        })
+    }
+}
+
+/// The usage of every namespace this process has used.
+fn namespaces(keyring: &Keyring) -> NamespacesAnswer {
+    NamespacesAnswer {
+        namespaces: keyring.snapshot(),
+    }
+}
 
 /// Settings of the admin API.
 #[derive(Debug, Clone, Default)]
@@ -67,7 +187,7 @@ struct AdminApi {
 /// routes without a token are refused (the peer cannot be shown to be loopback).
 pub fn router(keyring: Arc<Keyring>, options: AdminApiOptions) -> Router {
     if let Some(path) = &options.token_file {
-        match admin::read_token_file(path) {
+        match read_token_file(path) {
             Ok(_) => {
                 use std::os::unix::fs::PermissionsExt;
                 if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
@@ -156,7 +276,7 @@ impl AdminApi {
             )));
         }
         if let Some(path) = &self.options.token_file {
-            let expected = match admin::read_token_file(path) {
+            let expected = match read_token_file(path) {
                 Ok(token) => token,
                 Err(error) => {
                     tracing::error!(%error, "admin API: cannot read the admin token file");
@@ -209,14 +329,13 @@ fn peer_of(request: &Request) -> Option<SocketAddr> {
 }
 
 fn check_namespace(namespace: &str) -> Result<(), Box<Response>> {
-    if valid_namespace(namespace) {
-        Ok(())
-    } else {
-        Err(Box::new(error_response(
+    match Namespace::new(namespace) {
+        Ok(_) => Ok(()),
+        Err(error) => Err(Box::new(error_response(
             StatusCode::BAD_REQUEST,
             "invalid_namespace",
-            "namespace must be 1-255 printable characters without spaces or '/'",
-        )))
+            &error.to_string(),
+        ))),
     }
 }
 
@@ -244,7 +363,7 @@ async fn list_namespaces(State(api): State<Arc<AdminApi>>, request: Request) -> 
     if let Err(response) = api.authorize(request.headers(), peer_of(&request), false) {
         return *response;
     }
-    json_response(StatusCode::OK, &admin::namespaces(&api.keyring))
+    json_response(StatusCode::OK, &namespaces(&api.keyring))
 }
 
 async fn one_namespace(
@@ -258,7 +377,7 @@ async fn one_namespace(
     if let Err(response) = check_namespace(&namespace) {
         return *response;
     }
-    match admin::namespaces(&api.keyring)
+    match namespaces(&api.keyring)
         .namespaces
         .into_iter()
         .find(|usage| usage.namespace == namespace)
@@ -277,17 +396,7 @@ async fn rotate_data_key(
     Path(namespace): Path<String>,
     request: Request,
 ) -> Response {
-    let caller = match api.authorize(request.headers(), peer_of(&request), true) {
-        Ok(caller) => caller,
-        Err(response) => return *response,
-    };
-    if let Err(response) = check_namespace(&namespace) {
-        return *response;
-    }
-    match admin::rotate_data_key(&api.keyring, &namespace, &caller) {
-        Ok(answer) => json_response(StatusCode::OK, &answer),
-        Err(error) => keyring_error(&error),
-    }
+    data_key_route(&api, &namespace, &request, DataKeyOp::Rotate)
 }
 
 async fn forget_data_keys(
@@ -295,14 +404,18 @@ async fn forget_data_keys(
     Path(namespace): Path<String>,
     request: Request,
 ) -> Response {
-    let caller = match api.authorize(request.headers(), peer_of(&request), true) {
+    data_key_route(&api, &namespace, &request, DataKeyOp::Forget)
+}
+
+fn data_key_route(api: &AdminApi, namespace: &str, request: &Request, op: DataKeyOp) -> Response {
+    let caller = match api.authorize(request.headers(), peer_of(request), true) {
         Ok(caller) => caller,
         Err(response) => return *response,
     };
-    if let Err(response) = check_namespace(&namespace) {
+    if let Err(response) = check_namespace(namespace) {
         return *response;
     }
-    match admin::forget_data_keys(&api.keyring, &namespace, &caller) {
+    match op.apply(&api.keyring, namespace, &caller) {
         Ok(answer) => json_response(StatusCode::OK, &answer),
         Err(error) => keyring_error(&error),
     }

@@ -28,9 +28,19 @@ use super::listener::{Handler, Peer};
 use super::pipeline::{self, Operation, Pipeline, Refusal, Report, Screen};
 use crate::audit;
 use crate::auth::{Credentials, Principal};
-use crate::config::CorsConfig;
 use crate::metrics::Transport;
 use crate::payload;
+
+/// CORS for the Web UI.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CorsConfig {
+    /// Exact origins allowed (`https://temporal.example.com`); `*` allows any origin.
+    pub allowed_origins: Vec<String>,
+    /// Send `Access-Control-Allow-Credentials: true` (the UI's "include cross-origin credentials").
+    pub allow_credentials: bool,
+    /// How long browsers may cache a preflight answer.
+    pub max_age: Duration,
+}
 
 /// The header the CLI and the Web UI name the namespace in.
 pub const NAMESPACE_HEADER: &str = "x-namespace";

@@ -14,12 +14,15 @@ pub mod grpc;
 pub mod http;
 pub mod listener;
 pub mod pipeline;
+mod settings;
 pub mod timed;
 pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+pub use settings::{ServerConfig, UiConfig};
 
 use crate::codec::Codec;
 use crate::keyring::Keyring;

@@ -35,8 +35,8 @@ use super::AppState;
 use crate::audit;
 use crate::auth::{AuthError, Authenticator, Authorizer, Credentials, Principal, Role};
 use crate::codec::{CodecError, ErrorClass};
-use crate::config::valid_namespace;
 use crate::metrics::{Op, Transport};
+use crate::namespace::Namespace;
 use crate::payload::Payload;
 
 pub use crate::codec::Operation;
@@ -418,12 +418,15 @@ pub fn namespace(candidate: Option<&str>, missing: &str) -> Result<String, Refus
             "missing_namespace",
             missing,
         )),
-        Some(name) if valid_namespace(name) => Ok(name.to_owned()),
-        Some(_) => Err(Refusal::new(
-            ErrorClass::InvalidInput,
-            "invalid_namespace",
-            "namespace must be 1-255 printable characters without spaces or '/'",
-        )),
+        Some(name) => Namespace::new(name)
+            .map(Namespace::into_string)
+            .map_err(|error| {
+                Refusal::new(
+                    ErrorClass::InvalidInput,
+                    "invalid_namespace",
+                    error.to_string(),
+                )
+            }),
     }
 }
 

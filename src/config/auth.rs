@@ -1,153 +1,22 @@
-//! The `[auth]` and `[authz]` tables: typed settings, parsed with the crate's field walker so
-//! that every problem (a typo, a missing issuer, an unknown role) is reported at once with its
-//! full path.
-//!
-//! This module only reads TOML: it never opens the token or JWKS files it names (that is
-//! [`super::Authenticator::new`]'s job, at startup).
+//! `[auth]` and `[authz]`: authentication methods' settings and authorization rules, read into
+//! the auth module's own types. Every problem (a typo, a missing issuer, an unknown role) is
+//! reported at once with its full path; no file is opened here.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use url::Url;
 
-use super::{Method, Role};
-use crate::config::{Fields, Problem, valid_namespace};
-
-/// Default clock skew allowed on `exp`, `nbf` and `iat`.
-pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
-/// Default lifetime of a fetched JWKS.
-pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(600);
-/// Default claim holding the caller's groups.
-pub const DEFAULT_GROUPS_CLAIM: &str = "groups";
-/// Default claim holding the caller's email address.
-pub const DEFAULT_EMAIL_CLAIM: &str = "email";
-/// Largest leeway accepted: more would make `exp` meaningless.
-pub const MAX_LEEWAY: Duration = Duration::from_secs(600);
-/// Shortest JWKS cache lifetime accepted (the refetch rate limit is 30 s anyway).
-pub const MIN_JWKS_REFRESH: Duration = Duration::from_secs(30);
-
-/// The prefixes a rule's principal may carry, with what each names.
-pub const PRINCIPAL_KINDS: [&str; 5] = ["token", "sub", "email", "group", "cert"];
-
-/// Authentication methods' settings (`[auth]`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AuthConfig {
-    /// Static bearer token principals by name (`[auth.tokens.<name>]`): principal `token:<name>`.
-    pub tokens: BTreeMap<String, TokenConfig>,
-    /// JWT bearer tokens from one OIDC issuer (`[auth.jwt]`).
-    pub jwt: Option<JwtConfig>,
-}
-
-/// One static token principal (`[auth.tokens.<name>]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenConfig {
-    /// The file holding its tokens, one per line (several during a rotation).
-    pub file: PathBuf,
-}
-
-/// A JWT algorithm kmscodec accepts. Only asymmetric ones: a shared HMAC secret or `none` would
-/// let anyone holding the JWKS (which is public) mint tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum JwtAlgorithm {
-    /// RSASSA-PKCS1-v1_5 with SHA-256 (RFC 7518 section 3.3).
-    Rs256,
-    /// ECDSA on P-256 with SHA-256 (RFC 7518 section 3.4).
-    Es256,
-}
-
-impl JwtAlgorithm {
-    /// Every accepted algorithm, the default list.
-    pub const ALL: [Self; 2] = [Self::Rs256, Self::Es256];
-
-    /// The JOSE name (`RS256`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Rs256 => "RS256",
-            Self::Es256 => "ES256",
-        }
-    }
-
-    /// Parses a JOSE name; `None` for anything else (HS256, none, PS256, ...).
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "RS256" => Some(Self::Rs256),
-            "ES256" => Some(Self::Es256),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn to_jsonwebtoken(self) -> jsonwebtoken::Algorithm {
-        match self {
-            Self::Rs256 => jsonwebtoken::Algorithm::RS256,
-            Self::Es256 => jsonwebtoken::Algorithm::ES256,
-        }
-    }
-}
-
-/// Where the issuer's signing keys come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JwksSource {
-    /// Fetched over HTTPS (HTTP only on loopback), cached, refetched on an unknown `kid`.
-    Url(Url),
-    /// A local JWKS document, re-read on the same schedule.
-    File(PathBuf),
-}
-
-/// JWT settings (`[auth.jwt]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JwtConfig {
-    /// The `iss` every token must carry, compared exactly.
-    pub issuer: String,
-    /// Accepted `aud` values: a token's `aud` (string or array) must contain one.
-    pub audiences: Vec<String>,
-    /// The signing keys.
-    pub jwks: JwksSource,
-    /// Accepted algorithms (`alg` header).
-    pub algorithms: Vec<JwtAlgorithm>,
-    /// Clock skew allowed on `exp`, `nbf` and `iat`.
-    pub leeway: Duration,
-    /// The claim holding groups (a string or an array of strings); a dotted path
-    /// (`realm_access.roles`) reaches into nested objects.
-    pub groups_claim: String,
-    /// The claim holding the email address.
-    pub email_claim: String,
-    /// How long a fetched JWKS is used before it is fetched again.
-    pub jwks_refresh: Duration,
-}
-
-/// Authorization rules (`[authz]`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AuthzConfig {
-    /// Allow rules; anything no rule allows is denied.
-    pub rules: Vec<Rule>,
-}
-
-/// One allow rule (`[[authz.rules]]`): any of `principals` may do any of `roles` in any of
-/// `namespaces`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    /// `kind:value` names (`token:oncall`, `group:temporal-admins`) or `*` (anyone
-    /// authenticated).
-    pub principals: Vec<String>,
-    /// Namespace names or `*`.
-    pub namespaces: Vec<String>,
-    /// What they may do.
-    pub roles: Vec<Role>,
-}
-
-/// Is `name` usable as a static token principal name (`[auth.tokens.<name>]`)? The characters
-/// of a Kubernetes Secret key (`[-._a-zA-Z0-9]`) plus `@`, 1 to 253 bytes.
-pub fn valid_token_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
-}
+use super::fields::{Fields, Problem, path_segment};
+use crate::auth::{
+    AuthConfig, AuthzConfig, DEFAULT_EMAIL_CLAIM, DEFAULT_GROUPS_CLAIM, DEFAULT_JWKS_REFRESH,
+    DEFAULT_LEEWAY, JwksSource, JwtAlgorithm, JwtConfig, MAX_LEEWAY, MIN_JWKS_REFRESH, Method,
+    PRINCIPAL_KINDS, Role, Rule, TokenConfig, valid_token_name,
+};
+use crate::namespace::Namespace;
 
 /// Parses `[auth]` and `[authz]`. Problems are reported with paths under `auth.` and `authz.`.
-pub fn parse(
+pub(super) fn parse(
     auth: Option<&toml::Table>,
     authz: Option<&toml::Table>,
     problems: &mut Vec<Problem>,
@@ -162,7 +31,7 @@ fn parse_auth(table: Option<&toml::Table>, problems: &mut Vec<Problem>) -> AuthC
     let mut fields = Fields::new("auth", table);
     if let Some(tokens) = fields.table("tokens", problems) {
         for (name, value) in tokens {
-            let path = format!("auth.tokens.{}", crate::config::path_segment(name));
+            let path = format!("auth.tokens.{}", path_segment(name));
             if !valid_token_name(name) {
                 problems.push(Problem {
                     path: path.clone(),
@@ -447,16 +316,11 @@ fn parse_rule(
     }
     let namespaces = required_list(&mut fields, "namespaces", problems);
     for namespace in namespaces.iter().flatten() {
-        if namespace != "*" && !valid_namespace(namespace) {
+        if namespace != "*"
+            && let Err(error) = Namespace::new(namespace)
+        {
             ok = false;
-            fields.problem(
-                problems,
-                "namespaces",
-                format!(
-                    "{namespace:?} is not a namespace name (1-255 printable characters, no spaces \
-                     or '/') or \"*\""
-                ),
-            );
+            fields.problem(problems, "namespaces", format!("{error}, or \"*\""));
         }
     }
     let mut roles = Vec::new();
@@ -530,7 +394,7 @@ fn check_principal(principal: &str, auth: &AuthConfig) -> Result<(), String> {
     if kind == "token" && !auth.tokens.contains_key(value) {
         return Err(format!(
             "{principal:?}: no [auth.tokens.{}] is configured",
-            crate::config::path_segment(value)
+            path_segment(value)
         ));
     }
     Ok(())
@@ -544,7 +408,7 @@ fn check_principal(principal: &str, auth: &AuthConfig) -> Result<(), String> {
 /// `[auth.jwt]`; `mtls` is configured by the listener's TLS settings, which the caller checks),
 /// and a listener with any method needs at least one `[[authz.rules]]`: authenticated callers
 /// with no rule would all be refused.
-pub fn validate_methods(
+pub(super) fn validate_methods(
     methods: &[String],
     auth: &AuthConfig,
     authz: &AuthzConfig,
@@ -596,3 +460,6 @@ pub fn validate_methods(
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,337 @@
+//! The field walker every section parser uses, and the problems it collects.
+//!
+//! [`Fields`] reads one TOML table: each typed getter records a [`Problem`] with the field's full
+//! path instead of failing, and [`Fields::finish`] reports the keys nobody asked for. Values from
+//! the environment arrive as strings, so every getter also parses its type from a string.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::namespace::Namespace;
+
+/// One problem with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The field path (`server.listen`), or the file for whole-file problems.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The problems, in the order found.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.problems.len();
+        writeln!(
+            f,
+            "invalid configuration ({count} problem{}):",
+            if count == 1 { "" } else { "s" }
+        )?;
+        for problem in &self.problems {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the fields of one table, recording problems and which keys were used.
+pub(crate) struct Fields<'a> {
+    path: String,
+    table: Option<&'a toml::Table>,
+    used: BTreeSet<&'static str>,
+}
+
+impl<'a> Fields<'a> {
+    pub(crate) fn new(path: impl Into<String>, table: Option<&'a toml::Table>) -> Self {
+        Self {
+            path: path.into(),
+            table,
+            used: BTreeSet::new(),
+        }
+    }
+
+    pub(crate) fn field_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    pub(crate) fn raw(&mut self, key: &'static str) -> Option<&'a toml::Value> {
+        self.used.insert(key);
+        self.table.and_then(|table| table.get(key))
+    }
+
+    pub(crate) fn problem(
+        &self,
+        problems: &mut Vec<Problem>,
+        key: &str,
+        message: impl Into<String>,
+    ) {
+        problems.push(Problem {
+            path: self.field_path(key),
+            message: message.into(),
+        });
+    }
+
+    pub(crate) fn string(
+        &mut self,
+        key: &'static str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<String> {
+        match self.raw(key)? {
+            toml::Value::String(text) => Some(text.clone()),
+            other => {
+                self.problem(
+                    problems,
+                    key,
+                    format!("expected a string, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    pub(crate) fn unsigned(
+        &mut self,
+        key: &'static str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<u64> {
+        let value = self.raw(key)?;
+        let parsed = match value {
+            toml::Value::Integer(number) => u64::try_from(*number).ok(),
+            toml::Value::String(text) => parse_size(text),
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.problem(
+                problems,
+                key,
+                format!("expected a non-negative integer (or a size like \"8MiB\"), found {value}"),
+            );
+        }
+        parsed
+    }
+
+    pub(crate) fn boolean(
+        &mut self,
+        key: &'static str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<bool> {
+        let value = self.raw(key)?;
+        let parsed = match value {
+            toml::Value::Boolean(flag) => Some(*flag),
+            toml::Value::String(text) => match text.as_str() {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => None,
+            },
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.problem(
+                problems,
+                key,
+                format!("expected true or false, found {value}"),
+            );
+        }
+        parsed
+    }
+
+    pub(crate) fn duration(
+        &mut self,
+        key: &'static str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<Duration> {
+        let value = self.raw(key)?;
+        let parsed = match value {
+            toml::Value::Integer(seconds) => u64::try_from(*seconds).ok().map(Duration::from_secs),
+            toml::Value::String(text) => parse_duration(text),
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.problem(
+                problems,
+                key,
+                format!("expected a duration like \"1.5s\", \"10m\", \"24h\" or whole seconds, found {value}"),
+            );
+        }
+        parsed
+    }
+
+    pub(crate) fn strings(
+        &mut self,
+        key: &'static str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<Vec<String>> {
+        let value = self.raw(key)?;
+        match value {
+            toml::Value::Array(items) => {
+                let mut out = Vec::new();
+                for (index, item) in items.iter().enumerate() {
+                    match item.as_str() {
+                        Some(text) => out.push(text.to_owned()),
+                        None => {
+                            self.problem(problems, &format!("{key}[{index}]"), "expected a string")
+                        }
+                    }
+                }
+                Some(out)
+            }
+            // From the environment: a comma-separated list.
+            toml::Value::String(text) => Some(
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            other => {
+                self.problem(
+                    problems,
+                    key,
+                    format!("expected an array of strings, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    pub(crate) fn socket(
+        &mut self,
+        key: &'static str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<SocketAddr> {
+        let text = self.string(key, problems)?;
+        match text.parse() {
+            Ok(address) => Some(address),
+            Err(_) => {
+                self.problem(
+                    problems,
+                    key,
+                    format!("expected an address like 127.0.0.1:8089, found {text:?}"),
+                );
+                None
+            }
+        }
+    }
+
+    pub(crate) fn table(
+        &mut self,
+        key: &'static str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<&'a toml::Table> {
+        match self.raw(key)? {
+            toml::Value::Table(table) => Some(table),
+            other => {
+                self.problem(
+                    problems,
+                    key,
+                    format!("expected a table, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    /// Marks keys as read elsewhere (a table that two parsers share), so [`Fields::finish`]
+    /// does not call them unknown.
+    pub(crate) fn read_elsewhere(&mut self, keys: &[&'static str]) {
+        self.used.extend(keys);
+    }
+
+    /// Reports keys nobody asked for.
+    pub(crate) fn finish(self, problems: &mut Vec<Problem>) {
+        let Some(table) = self.table else { return };
+        for key in table.keys() {
+            if !self.used.contains(key.as_str()) {
+                let expected: Vec<_> = self.used.iter().copied().collect();
+                problems.push(Problem {
+                    path: self.field_path(key),
+                    message: format!("unknown field (expected one of: {})", expected.join(", ")),
+                });
+            }
+        }
+    }
+}
+
+/// Parses `"512"`, `"64KiB"`, `"8MiB"`, `"1GiB"`, `"10kB"`, `"5MB"`.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits.parse().ok()?;
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    number.checked_mul(multiplier)
+}
+
+/// Parses `"250ms"`, `"1.5s"`, `"10m"`, `"24h"`, `"7d"`, or bare seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit.trim() {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        "d" => number * 86400.0,
+        _ => return None,
+    };
+    (seconds.is_finite() && (0.0..1e12).contains(&seconds))
+        .then(|| Duration::from_secs_f64(seconds))
+}
+
+/// A table key as a segment of a problem's path: bare when it is a plain word, quoted otherwise.
+pub(crate) fn path_segment(name: &str) -> String {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        name.to_owned()
+    } else {
+        format!("{name:?}")
+    }
+}
+
+/// Records a problem at `path` unless `name`, a table key, is `*` or a valid namespace.
+pub(crate) fn namespace_key(name: &str, path: &str, problems: &mut Vec<Problem>) {
+    if name != "*"
+        && let Err(error) = Namespace::new(name)
+    {
+        problems.push(Problem {
+            path: path.to_owned(),
+            message: error.to_string(),
+        });
+    }
+}
