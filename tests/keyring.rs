@@ -143,11 +143,7 @@ async fn no_data_key_is_used_past_its_hard_limit_under_concurrency() {
 fn rotations(codec: &Codec, reason: &str) -> u64 {
     let snapshot = codec.keyring().snapshot();
     let ns = snapshot.iter().find(|s| s.namespace == NS).unwrap();
-    ns.rotations
-        .iter()
-        .find(|(r, _)| r == reason)
-        .map(|(_, n)| *n)
-        .unwrap()
+    ns.rotations[reason]
 }
 
 #[tokio::test(start_paused = true)]
