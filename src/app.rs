@@ -444,7 +444,7 @@ impl App {
             log_listening("admin", &listener);
             // Metrics and probes, plus the admin API unless it has its own listener; the peer
             // address lets the admin API tell loopback callers from others.
-            let mut admin_app = crate::server::admin::router(self.state());
+            let mut admin_app = crate::server::probes::router(self.state());
             if let Some(admin_api) = admin_api {
                 admin_app = admin_app.merge(admin_api);
             }

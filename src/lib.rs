@@ -32,6 +32,7 @@ pub mod compression;
 pub mod config;
 pub mod config_check;
 pub mod envelope;
+pub mod error_class;
 pub mod keyadmin;
 pub mod keyring;
 pub mod keys;

@@ -5,7 +5,6 @@
 //! which calls [`crate::codec::Codec`], and every failure is mapped through the one table in
 //! [`error`]. Transports never call key providers directly.
 
-pub mod admin;
 pub mod admin_api;
 pub mod authority;
 pub mod cert_expiry;
@@ -14,6 +13,7 @@ pub mod grpc;
 pub mod http;
 pub mod listener;
 pub mod pipeline;
+pub mod probes;
 mod settings;
 pub mod timed;
 pub mod tls;

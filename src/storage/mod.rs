@@ -32,7 +32,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use crate::audit::{AuditLog, ObjectRecord};
-use crate::codec::ErrorClass;
+use crate::error_class::ErrorClass;
 use crate::payload::{Payload, StorageReference};
 pub use settings::{DriverKind, DriverSettings, NamespaceStorage, StorageSettings};
 

@@ -1,8 +1,6 @@
-//! The admin listener: Prometheus metrics, liveness and readiness, on their own port so that
-//! scraping and probing never share a listener (or its limits) with codec traffic.
-//!
-//! Mutating administration routes must be authenticated or loopback-only; this router has none
-//! of its own yet.
+//! Probes and metrics on the admin listener: Prometheus `/metrics`, `/livez` and `/readyz`, on
+//! their own port so that scraping and probing never share a listener (or its limits) with
+//! codec traffic. The admin API ([`super::admin_api`]) may be merged onto the same listener.
 
 use std::sync::Arc;
 
