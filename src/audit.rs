@@ -33,7 +33,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use crate::payload::write_json_string;
+use crate::json::write_json_string;
 
 /// The `tracing` target of key administration's audit lines (`kmscodec keys ...` and the admin
 /// API): one per operation, whatever its outcome. They go to the process log, not the codec

@@ -33,6 +33,7 @@ pub mod config;
 pub mod config_check;
 pub mod envelope;
 pub mod error_class;
+pub mod json;
 pub mod keyadmin;
 pub mod keyring;
 pub mod keys;

@@ -153,9 +153,9 @@ fn apply_cors(
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
     let mut body = Vec::with_capacity(message.len() + code.len() + 32);
     body.extend_from_slice(b"{\"code\":");
-    payload::write_json_string(code, &mut body);
+    crate::json::write_json_string(code, &mut body);
     body.extend_from_slice(b",\"message\":");
-    payload::write_json_string(message, &mut body);
+    crate::json::write_json_string(message, &mut body);
     body.push(b'}');
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
