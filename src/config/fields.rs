@@ -291,24 +291,31 @@ pub fn parse_size(text: &str) -> Option<u64> {
     number.checked_mul(multiplier)
 }
 
-/// Parses `"250ms"`, `"1.5s"`, `"10m"`, `"24h"`, `"7d"`, or bare seconds.
+/// Parses a duration as operators write them: `"250ms"`, `"1.5s"`, `"10m"`, `"1h30m"`, `"7d"`
+/// (humantime's syntax, up to weeks: months and years vary in length, and `"1M"` next to `"1m"`
+/// is a typo waiting to happen), or bare seconds (`"30"`, `"0.5"`). Negative, non-finite and
+/// absurd (over 30,000 years) values are refused.
 pub fn parse_duration(text: &str) -> Option<Duration> {
+    const UNITS: &[&str] = &[
+        "nsec", "ns", "usec", "us", "µs", "msec", "ms", "seconds", "second", "sec", "s", "minutes",
+        "minute", "min", "m", "hours", "hour", "hr", "h", "days", "day", "d", "weeks", "week", "w",
+    ];
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let seconds = match unit.trim() {
-        "" | "s" => number,
-        "ms" => number / 1000.0,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        "d" => number * 86400.0,
-        _ => return None,
+    let units_known = text
+        .split(|c: char| c.is_ascii_digit() || c == '.' || c.is_whitespace())
+        .filter(|unit| !unit.is_empty())
+        .all(|unit| UNITS.contains(&unit));
+    let duration = if !units_known {
+        return None;
+    } else if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        let seconds: f64 = text.parse().ok()?;
+        (seconds.is_finite() && seconds >= 0.0)
+            .then(|| Duration::try_from_secs_f64(seconds))?
+            .ok()?
+    } else {
+        humantime::parse_duration(text).ok()?
     };
-    (seconds.is_finite() && (0.0..1e12).contains(&seconds))
-        .then(|| Duration::from_secs_f64(seconds))
+    (duration.as_secs() < 1_000_000_000_000).then_some(duration)
 }
 
 /// A table key as a segment of a problem's path: bare when it is a plain word, quoted otherwise.

@@ -306,6 +306,14 @@ fn sizes_and_durations() {
     assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86400)));
     assert_eq!(parse_duration("-1s"), None);
     assert_eq!(parse_duration("soon"), None);
+    assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+    assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86400)));
+    assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
+    assert_eq!(parse_duration("0.5"), Some(Duration::from_millis(500)));
+    assert_eq!(parse_duration(""), None);
+    assert_eq!(parse_duration("1e400"), None);
+    assert_eq!(parse_duration("1y"), None);
+    assert_eq!(parse_duration("1M"), None);
 }
 
 #[test]
