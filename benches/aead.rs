@@ -18,6 +18,9 @@
 //! Each figure is the best of five runs of about 0.2 s of the thread's CPU time (not wall time,
 //! so that other work on a shared machine does not count against a backend).
 
+// Tests and benches time real servers by the wall clock and find their tools through the
+// environment (clippy.toml refuses both in src/).
+#![allow(clippy::disallowed_methods)]
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;

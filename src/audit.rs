@@ -348,6 +348,8 @@ impl Drop for AuditLog {
 
 /// The summary writer: every `interval` (and once more when `stop` is set), one line per group
 /// counted since the last summary.
+// The summary thread runs outside the async runtime, on the wall clock.
+#[allow(clippy::disallowed_methods)]
 fn summarize(stop: &StopSignal, shared: &Shared, summaries: &scope::Summaries, interval: Duration) {
     let mut line = Vec::new();
     loop {
@@ -922,6 +924,8 @@ mod tests {
     }
 
     #[test]
+    // The writer is a thread outside any runtime: the wall clock is the one to time it by.
+    #[allow(clippy::disallowed_methods)]
     fn a_stalled_output_never_blocks_a_caller_and_bounds_what_it_buffers() {
         use std::io::Read;
         let dir = tempfile::tempdir().unwrap();

@@ -362,9 +362,7 @@ fn init_tracing(global: &Global) {
 fn load_config(global: &Global) -> Result<Config, Failure> {
     match &global.config {
         Some(path) => Config::load(path).map_err(Failure::usage),
-        None => {
-            Config::embedded_default(&global.data_dir, std::env::vars()).map_err(Failure::usage)
-        }
+        None => Config::load_embedded_default(&global.data_dir).map_err(Failure::usage),
     }
 }
 

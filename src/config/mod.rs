@@ -10,12 +10,12 @@
 //! with its full path (`namespaces.default.provider: unknown provider "vualt"`), before any port
 //! is bound ([`fields::Fields`] walks a table and remembers which keys were read).
 //!
-//! * [`fields`]: the field walker, problems, size and duration syntax.
-//! * [`server`]: `[server]`, `[ui]`, `[audit]`, `[admin]`.
-//! * [`limits`]: data key limits and compression (`[data_keys]`, per namespace).
-//! * [`provider`]: `[providers.<name>]` (local, Vault, AWS KMS).
-//! * [`auth`]: `[auth]` and `[authz]`.
-//! * [`storage`]: `[external_storage]`.
+//! * [`fields`] holds the field walker, problems, size and duration syntax;
+//! * `server` reads `[server]`, `[ui]`, `[audit]` and `[admin]`;
+//! * `limits` reads data key limits and compression (`[data_keys]`, and per namespace);
+//! * `provider` reads `[providers.<name>]` (local, Vault, AWS KMS);
+//! * `auth` reads `[auth]` and `[authz]`;
+//! * `storage` reads `[external_storage]`.
 //!
 //! Environment overrides: `KMSCODEC_<PATH>` where `<PATH>` is the field path in upper case with
 //! `__` between levels, e.g. `KMSCODEC_SERVER__LISTEN=0.0.0.0:8089` or
@@ -129,6 +129,14 @@ impl Config {
         Ok(config)
     }
 
+    /// The embedded default with overrides from the process environment.
+    pub fn load_embedded_default(data_dir: &Path) -> Result<Self, ConfigError> {
+        // The process environment is read here and in `load`, nowhere else.
+        #[allow(clippy::disallowed_methods)]
+        let env = std::env::vars();
+        Self::embedded_default(data_dir, env)
+    }
+
     /// Loads `path`, applying environment overrides from the process environment.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
@@ -137,7 +145,10 @@ impl Config {
                 message: format!("cannot read: {error}"),
             }],
         })?;
-        Self::from_toml_str(&text, std::env::vars())
+        // The one read of the process environment.
+        #[allow(clippy::disallowed_methods)]
+        let env = std::env::vars();
+        Self::from_toml_str(&text, env)
     }
 
     /// Parses TOML text, then applies `KMSCODEC_*` overrides from `env`.

@@ -308,6 +308,10 @@ fn sizes_and_durations() {
     assert_eq!(parse_duration("soon"), None);
     assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
     assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86400)));
+    assert_eq!(
+        parse_duration("2d 12h"),
+        Some(Duration::from_secs(60 * 3600))
+    );
     assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
     assert_eq!(parse_duration("0.5"), Some(Duration::from_millis(500)));
     assert_eq!(parse_duration(""), None);

@@ -23,13 +23,13 @@ pub mod settings;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use async_trait::async_trait;
 use futures_util::{StreamExt, TryStreamExt};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
 use prost::Message;
 use sha2::{Digest, Sha256};
+use tokio::time::Instant;
 
 use crate::audit::{AuditLog, ObjectRecord};
 use crate::error_class::ErrorClass;
