@@ -270,7 +270,7 @@ pub struct ShreddedKek {
 /// Administration of the KEKs of one backend: the operators' side of a [`KeyProvider`].
 ///
 /// Every method acts on the provider only. Running kmscodec processes learn about a change at
-/// their next provider call (a new data key, an unwrap); [`crate::admin`] tells them sooner
+/// their next provider call (a new data key, an unwrap); `kmscodec keys` (`crate::keyadmin`) tells them sooner
 /// through their admin API when asked to.
 #[async_trait]
 pub trait KeyAdmin: KeyProvider {

@@ -20,7 +20,7 @@
 //!
 //! This module owns the routes, authentication and the mapping of keyring errors to statuses.
 //! It must never log or echo a token, never call a key provider (it acts on the process's
-//! keyring only, through [`crate::admin`]), and never answer CORS.
+//! keyring only, through `DataKeyOp`), and never answer CORS.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
