@@ -107,25 +107,34 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// Reads `key` with `parse`; when it does not parse, records "expected {expected}, found
+    /// {value}".
+    fn typed<T>(
+        &mut self,
+        key: &'static str,
+        problems: &mut Vec<Problem>,
+        expected: &str,
+        parse: impl FnOnce(&toml::Value) -> Option<T>,
+    ) -> Option<T> {
+        let value = self.raw(key)?;
+        let parsed = parse(value);
+        if parsed.is_none() {
+            self.problem(problems, key, format!("expected {expected}, found {value}"));
+        }
+        parsed
+    }
+
     pub(crate) fn unsigned(
         &mut self,
         key: &'static str,
         problems: &mut Vec<Problem>,
     ) -> Option<u64> {
-        let value = self.raw(key)?;
-        let parsed = match value {
+        let expected = "a non-negative integer (or a size like \"8MiB\")";
+        self.typed(key, problems, expected, |value| match value {
             toml::Value::Integer(number) => u64::try_from(*number).ok(),
             toml::Value::String(text) => parse_size(text),
             _ => None,
-        };
-        if parsed.is_none() {
-            self.problem(
-                problems,
-                key,
-                format!("expected a non-negative integer (or a size like \"8MiB\"), found {value}"),
-            );
-        }
-        parsed
+        })
     }
 
     pub(crate) fn boolean(
@@ -133,8 +142,7 @@ impl<'a> Fields<'a> {
         key: &'static str,
         problems: &mut Vec<Problem>,
     ) -> Option<bool> {
-        let value = self.raw(key)?;
-        let parsed = match value {
+        self.typed(key, problems, "true or false", |value| match value {
             toml::Value::Boolean(flag) => Some(*flag),
             toml::Value::String(text) => match text.as_str() {
                 "true" => Some(true),
@@ -142,15 +150,7 @@ impl<'a> Fields<'a> {
                 _ => None,
             },
             _ => None,
-        };
-        if parsed.is_none() {
-            self.problem(
-                problems,
-                key,
-                format!("expected true or false, found {value}"),
-            );
-        }
-        parsed
+        })
     }
 
     pub(crate) fn duration(
@@ -158,20 +158,12 @@ impl<'a> Fields<'a> {
         key: &'static str,
         problems: &mut Vec<Problem>,
     ) -> Option<Duration> {
-        let value = self.raw(key)?;
-        let parsed = match value {
+        let expected = "a duration like \"1.5s\", \"10m\", \"24h\" or whole seconds";
+        self.typed(key, problems, expected, |value| match value {
             toml::Value::Integer(seconds) => u64::try_from(*seconds).ok().map(Duration::from_secs),
             toml::Value::String(text) => parse_duration(text),
             _ => None,
-        };
-        if parsed.is_none() {
-            self.problem(
-                problems,
-                key,
-                format!("expected a duration like \"1.5s\", \"10m\", \"24h\" or whole seconds, found {value}"),
-            );
-        }
-        parsed
+        })
     }
 
     pub(crate) fn strings(
