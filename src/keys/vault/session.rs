@@ -291,19 +291,12 @@ impl VaultTransit {
             } => {
                 let role_id = read_credential(role_id_file, "role_id_file", false).await?;
                 let secret_id = read_credential(secret_id_file, "secret_id_file", true).await?;
-                let what = format!("approle login at auth/{mount}/login");
-                let auth = self
-                    .login_with(&what, &|client: &VaultClient| {
-                        let endpoint = LoginWithApproleRequest::builder()
-                            .mount(mount.as_str())
-                            .role_id(role_id.as_str())
-                            .secret_id(secret_id.as_str())
-                            .build()
-                            .map_err(build_error)?;
-                        http_request(client, endpoint)
-                    })
-                    .await?;
-                (auth.client_token, auth.lease_duration, auth.renewable, what)
+                self.login_as(Login::AppRole {
+                    mount,
+                    role_id,
+                    secret_id,
+                })
+                .await?
             }
             VaultAuth::Kubernetes {
                 mount,
@@ -311,19 +304,8 @@ impl VaultTransit {
                 jwt_file,
             } => {
                 let jwt = read_credential(jwt_file, "jwt_file", false).await?;
-                let what = format!("kubernetes login as role {role:?} at auth/{mount}/login");
-                let auth = self
-                    .login_with(&what, &|client: &VaultClient| {
-                        let endpoint = LoginWithKubernetesRequest::builder()
-                            .mount(mount.as_str())
-                            .role(role.as_str())
-                            .jwt(jwt.as_str())
-                            .build()
-                            .map_err(build_error)?;
-                        http_request(client, endpoint)
-                    })
-                    .await?;
-                (auth.client_token, auth.lease_duration, auth.renewable, what)
+                self.login_as(Login::Kubernetes { mount, role, jwt })
+                    .await?
             }
         };
         tracing::info!(
@@ -344,6 +326,19 @@ impl VaultTransit {
             renew_exhausted: false,
             renew_after: None,
         })
+    }
+
+    /// Logs in with `login`: the token, its lease in seconds, whether it renews, and what the
+    /// login was (for messages).
+    async fn login_as(
+        &self,
+        login: Login<'_>,
+    ) -> Result<(Zeroizing<String>, u64, bool, String), ProviderError> {
+        let what = login.what();
+        let auth = self
+            .login_with(&what, &|client: &VaultClient| login.request(client))
+            .await?;
+        Ok((auth.client_token, auth.lease_duration, auth.renewable, what))
     }
 
     pub(super) async fn login_with<F>(
@@ -391,5 +386,57 @@ impl VaultTransit {
         parse::<DataAnswer<LookupData>>(&body, "lookup-self")?
             .data
             .ok_or_else(|| CallError::Response("lookup-self: no data in answer".to_owned()))
+    }
+}
+
+/// A login's request, with the credentials read from their files for this login.
+enum Login<'a> {
+    AppRole {
+        mount: &'a str,
+        role_id: Zeroizing<String>,
+        secret_id: Zeroizing<String>,
+    },
+    Kubernetes {
+        mount: &'a str,
+        role: &'a str,
+        jwt: Zeroizing<String>,
+    },
+}
+
+impl Login<'_> {
+    fn what(&self) -> String {
+        match self {
+            Self::AppRole { mount, .. } => format!("approle login at auth/{mount}/login"),
+            Self::Kubernetes { mount, role, .. } => {
+                format!("kubernetes login as role {role:?} at auth/{mount}/login")
+            }
+        }
+    }
+
+    fn request(&self, client: &VaultClient) -> Result<http::Request<Vec<u8>>, CallError> {
+        match self {
+            Self::AppRole {
+                mount,
+                role_id,
+                secret_id,
+            } => http_request(
+                client,
+                LoginWithApproleRequest::builder()
+                    .mount(*mount)
+                    .role_id(role_id.as_str())
+                    .secret_id(secret_id.as_str())
+                    .build()
+                    .map_err(build_error)?,
+            ),
+            Self::Kubernetes { mount, role, jwt } => http_request(
+                client,
+                LoginWithKubernetesRequest::builder()
+                    .mount(*mount)
+                    .role(*role)
+                    .jwt(jwt.as_str())
+                    .build()
+                    .map_err(build_error)?,
+            ),
+        }
     }
 }
