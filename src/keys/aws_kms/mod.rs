@@ -34,7 +34,6 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_credential_types::provider::error::CredentialsError;
-use aws_sdk_kms::Client;
 use aws_sdk_kms::config::retry::RetryConfig;
 use aws_sdk_kms::config::timeout::TimeoutConfig;
 use aws_sdk_kms::config::{ProvideCredentials, Region, SharedCredentialsProvider};
@@ -49,34 +48,10 @@ use super::{
 };
 use crate::envelope::{MAX_KEK_REF_LEN, MAX_WRAPPED_KEY_LEN};
 use crate::secret::{DataKey, KekRef, ProviderKind, WrappedKey};
+pub use kms::{ADMIN_ACTIONS, CALLED_ACTIONS, CONTEXTLESS_ACTIONS, DESCRIBE_ACTIONS};
+use kms::{Administering, Kms, Serving};
 
-/// The KMS API actions the sidecar calls while serving (mint, unwrap, health). The IAM policy
-/// `policies/aws/kmscodec-sidecar-iam.json` grants exactly these; a test checks it.
-/// `ListResourceTags` reads the decrypt-only tag once per minted data key.
-pub const CALLED_ACTIONS: &[&str] = &["kms:GenerateDataKey", "kms:Decrypt", "kms:ListResourceTags"];
-
-/// The KMS API actions the sidecar calls that the encryption context conditions cannot cover
-/// (they take no context): granted by a separate statement of the sidecar's policies.
-pub const CONTEXTLESS_ACTIONS: &[&str] = &["kms:ListResourceTags"];
-
-/// The KMS API actions key administration ([`KeyAdmin`]: `kmscodec keys ...`) calls, besides
-/// [`DESCRIBE_ACTIONS`]. `policies/aws/kmscodec-admin-iam.json` grants exactly both lists; a test
-/// checks it, and a unit test checks this list against the calls in this file.
-pub const ADMIN_ACTIONS: &[&str] = &[
-    "kms:CancelKeyDeletion",
-    "kms:CreateAlias",
-    "kms:CreateKey",
-    "kms:DescribeKey",
-    "kms:EnableKey",
-    "kms:EnableKeyRotation",
-    "kms:ListAliases",
-    "kms:ListKeyRotations",
-    "kms:ListResourceTags",
-    "kms:RotateKeyOnDemand",
-    "kms:ScheduleKeyDeletion",
-    "kms:TagResource",
-    "kms:UntagResource",
-];
+mod kms;
 
 /// The tag key marking a KMS key decrypt-only (`kmscodec keys disable-encrypt`).
 pub const DECRYPT_ONLY_TAG: &str = "kmscodec:encrypt";
@@ -86,10 +61,6 @@ pub const DECRYPT_ONLY_VALUE: &str = "disabled";
 pub const NAMESPACE_TAG: &str = "kmscodec:namespace";
 /// The shortest and longest waiting periods of `ScheduleKeyDeletion`, in days.
 pub const DELETION_WINDOW_DAYS: std::ops::RangeInclusive<u32> = 7..=30;
-
-/// The KMS API actions [`KeyProvider::describe`] calls. Only operators' tooling (`keys describe`)
-/// uses them; the sidecar role is not granted them (see `policies/README.md`).
-pub const DESCRIBE_ACTIONS: &[&str] = &["kms:DescribeKey", "kms:GetKeyRotationStatus"];
 
 /// Encryption context key naming the Temporal namespace a data key was minted for.
 pub const CONTEXT_NAMESPACE: &str = "kmscodec:namespace";
@@ -405,7 +376,7 @@ fn classify_credentials(error: &CredentialsError) -> ProviderError {
 
 /// The lazily built client and the credentials provider it signs with.
 struct Connection {
-    client: Client,
+    kms: Kms,
     credentials: Option<SharedCredentialsProvider>,
 }
 
@@ -489,8 +460,8 @@ impl AwsKms {
         self.connection.get_or_try_init(|| self.connect()).await
     }
 
-    async fn client(&self) -> Result<&Client, ProviderError> {
-        Ok(&self.connection().await?.client)
+    async fn kms(&self) -> Result<&Kms, ProviderError> {
+        Ok(&self.connection().await?.kms)
     }
 
     /// Resolves the SDK configuration (region, profile, credential chain) and builds the client.
@@ -504,7 +475,7 @@ impl AwsKms {
             ));
         }
         Ok(Connection {
-            client: Client::new(&sdk_config),
+            kms: Kms::new(&sdk_config),
             credentials: sdk_config.credentials_provider(),
         })
     }
@@ -530,8 +501,8 @@ impl AwsKms {
 }
 
 /// Refuses ([`ProviderError::Disabled`]) when the key `key_arn` carries the decrypt-only tag.
-async fn refuse_if_decrypt_only(client: &Client, key_arn: &str) -> Result<(), ProviderError> {
-    let output = client
+async fn refuse_if_decrypt_only(kms: Serving<'_>, key_arn: &str) -> Result<(), ProviderError> {
+    let output = kms
         .list_resource_tags()
         .key_id(key_arn)
         .limit(50)
@@ -564,8 +535,8 @@ impl KeyProvider for AwsKms {
         key: &str,
     ) -> Result<GeneratedKey, ProviderError> {
         let operation = Operation::GenerateDataKey;
-        let client = self.client().await?;
-        let mut output = client
+        let kms = self.kms().await?.serving();
+        let mut output = kms
             .generate_data_key()
             .key_id(key)
             .key_spec(DataKeySpec::Aes256)
@@ -598,7 +569,7 @@ impl KeyProvider for AwsKms {
             .ok_or_else(|| bad_response("KeyId missing or not a key ARN"))?;
         // Decrypt-only is a tag on the key (see the module docs): checked on every mint, which
         // happens once per data key. The data key just minted is dropped (zeroized) unused.
-        refuse_if_decrypt_only(client, &key_arn).await?;
+        refuse_if_decrypt_only(kms, &key_arn).await?;
         Ok(GeneratedKey {
             plaintext,
             wrapped: WrappedKey::new(wrapped),
@@ -642,8 +613,8 @@ impl KeyProvider for AwsKms {
             return Err(ProviderError::Invalid);
         }
         let operation = Operation::Decrypt;
-        let client = self.client().await?;
-        let mut output = client
+        let kms = self.kms().await?.serving();
+        let mut output = kms
             .decrypt()
             .key_id(&kek.key)
             .ciphertext_blob(Blob::new(wrapped.as_bytes()))
@@ -662,8 +633,8 @@ impl KeyProvider for AwsKms {
     }
 
     async fn describe(&self, key: &str) -> Result<KeyDescription, ProviderError> {
-        let client = self.client().await?;
-        let described = client
+        let kms = self.kms().await?.describing();
+        let described = kms
             .describe_key()
             .key_id(key)
             .send()
@@ -697,7 +668,7 @@ impl KeyProvider for AwsKms {
         if !symmetric_encrypt {
             notes.push("key usage is not ENCRYPT_DECRYPT: it cannot wrap data keys".to_owned());
         }
-        match client.get_key_rotation_status().key_id(&arn).send().await {
+        match kms.get_key_rotation_status().key_id(&arn).send().await {
             Ok(rotation) => {
                 if rotation.key_rotation_enabled() {
                     let period = rotation
@@ -770,7 +741,7 @@ impl KeyProvider for AwsKms {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Administration: every KMS call below is in ADMIN_ACTIONS (checked by a unit test).
+// Administration: every KMS call below goes through the `Administering` view (ADMIN_ACTIONS).
 
 /// A tag, built from constant-length parts (the builder only fails on missing fields).
 fn tag(key: &str, value: &str) -> Result<Tag, ProviderError> {
@@ -795,8 +766,8 @@ where
 #[async_trait]
 impl KeyAdmin for AwsKms {
     async fn create_kek(&self, namespace: &str, key: &str) -> Result<CreatedKek, ProviderError> {
-        let client = self.client().await?;
-        match client.describe_key().key_id(key).send().await {
+        let kms = self.kms().await?.administering();
+        match kms.describe_key().key_id(key).send().await {
             Ok(described) => {
                 let metadata = described.key_metadata().ok_or_else(|| {
                     ProviderError::Unavailable("AWS KMS DescribeKey: no KeyMetadata".into())
@@ -827,7 +798,7 @@ impl KeyAdmin for AwsKms {
                  references (alias/kmscodec/<namespace>)"
             )));
         };
-        let created = client
+        let created = kms
             .create_key()
             .description(format!(
                 "kmscodec key-encryption key for Temporal namespace {namespace}"
@@ -843,13 +814,12 @@ impl KeyAdmin for AwsKms {
             .and_then(|metadata| metadata.arn())
             .map(str::to_owned)
             .ok_or_else(|| ProviderError::Unavailable("AWS KMS CreateKey: no key ARN".into()))?;
-        client
-            .enable_key_rotation()
+        kms.enable_key_rotation()
             .key_id(&arn)
             .send()
             .await
             .map_err(|error| classify(Operation::EnableKeyRotation, &error))?;
-        match client
+        match kms
             .create_alias()
             .alias_name(key)
             .target_key_id(&arn)
@@ -863,14 +833,13 @@ impl KeyAdmin for AwsKms {
                     .key_metadata()
                     .map(|metadata| metadata.key_id().to_owned())
                     .unwrap_or_else(|| arn.clone());
-                client
-                    .schedule_key_deletion()
+                kms.schedule_key_deletion()
                     .key_id(&duplicate)
                     .pending_window_in_days(7)
                     .send()
                     .await
                     .map_err(|error| classify(Operation::ScheduleKeyDeletion, &error))?;
-                let existing = client
+                let existing = kms
                     .describe_key()
                     .key_id(key)
                     .send()
@@ -908,10 +877,9 @@ impl KeyAdmin for AwsKms {
     }
 
     async fn rotate_kek(&self, key: &str) -> Result<RotatedKek, ProviderError> {
-        let client = self.client().await?;
-        let arn = key_arn(client, key).await?;
-        client
-            .rotate_key_on_demand()
+        let kms = self.kms().await?.administering();
+        let arn = key_arn(kms, key).await?;
+        kms.rotate_key_on_demand()
             .key_id(&arn)
             .send()
             .await
@@ -932,11 +900,10 @@ impl KeyAdmin for AwsKms {
         key: &str,
         decrypt_only: bool,
     ) -> Result<Vec<String>, ProviderError> {
-        let client = self.client().await?;
-        let arn = key_arn(client, key).await?;
+        let kms = self.kms().await?.administering();
+        let arn = key_arn(kms, key).await?;
         if decrypt_only {
-            client
-                .tag_resource()
+            kms.tag_resource()
                 .key_id(&arn)
                 .tags(tag(DECRYPT_ONLY_TAG, DECRYPT_ONLY_VALUE)?)
                 .send()
@@ -947,8 +914,7 @@ impl KeyAdmin for AwsKms {
                  minted under it, and the sidecar IAM policy denies GenerateDataKey on it"
             )])
         } else {
-            client
-                .untag_resource()
+            kms.untag_resource()
                 .key_id(&arn)
                 .tag_keys(DECRYPT_ONLY_TAG)
                 .send()
@@ -972,10 +938,10 @@ impl KeyAdmin for AwsKms {
                 DELETION_WINDOW_DAYS.end()
             )));
         }
-        let client = self.client().await?;
-        let (arn, key_id) = key_ids(client, key).await?;
+        let kms = self.kms().await?.administering();
+        let (arn, key_id) = key_ids(kms, key).await?;
         let days = i32::try_from(request.pending_days).unwrap_or(30);
-        let scheduled = client
+        let scheduled = kms
             .schedule_key_deletion()
             .key_id(&key_id)
             .pending_window_in_days(days)
@@ -999,17 +965,15 @@ impl KeyAdmin for AwsKms {
     }
 
     async fn cancel_shred(&self, key: &str) -> Result<Vec<String>, ProviderError> {
-        let client = self.client().await?;
-        let (arn, key_id) = key_ids(client, key).await?;
-        client
-            .cancel_key_deletion()
+        let kms = self.kms().await?.administering();
+        let (arn, key_id) = key_ids(kms, key).await?;
+        kms.cancel_key_deletion()
             .key_id(&key_id)
             .send()
             .await
             .map_err(|error| classify(Operation::CancelKeyDeletion, &error))?;
         // A cancelled deletion leaves the key disabled.
-        client
-            .enable_key()
+        kms.enable_key()
             .key_id(&key_id)
             .send()
             .await
@@ -1020,11 +984,11 @@ impl KeyAdmin for AwsKms {
     }
 
     async fn list_keks(&self) -> Result<Vec<String>, ProviderError> {
-        let client = self.client().await?;
+        let kms = self.kms().await?.administering();
         let mut names = Vec::new();
         let mut marker: Option<String> = None;
         loop {
-            let page = client
+            let page = kms
                 .list_aliases()
                 .set_marker(marker.take())
                 .limit(100)
@@ -1049,15 +1013,9 @@ impl KeyAdmin for AwsKms {
 
     async fn inspect_kek(&self, key: &str) -> Result<KeyDescription, ProviderError> {
         let mut description = self.describe(key).await?;
-        let client = self.client().await?;
-        let arn = key_arn(client, key).await?;
-        match client
-            .list_resource_tags()
-            .key_id(&arn)
-            .limit(50)
-            .send()
-            .await
-        {
+        let kms = self.kms().await?.administering();
+        let arn = key_arn(kms, key).await?;
+        match kms.list_resource_tags().key_id(&arn).limit(50).send().await {
             Ok(output) if is_tagged_decrypt_only(output.tags()) => {
                 description.encrypt_enabled = false;
                 description.notes.push(format!(
@@ -1072,7 +1030,7 @@ impl KeyAdmin for AwsKms {
         }
         // KMS does not number key material versions; number them by rotation date, the key's
         // creation being version 1.
-        match client
+        match kms
             .list_key_rotations()
             .key_id(&arn)
             .limit(1000)
@@ -1080,7 +1038,7 @@ impl KeyAdmin for AwsKms {
             .await
         {
             Ok(output) => {
-                let created = described_creation(client, &arn).await;
+                let created = described_creation(kms, &arn).await;
                 description.versions.push(KekVersion {
                     version: 1,
                     created_at: created,
@@ -1108,15 +1066,15 @@ impl KeyAdmin for AwsKms {
 }
 
 /// The key ARN behind a key reference (alias, id or ARN).
-async fn key_arn(client: &Client, key: &str) -> Result<String, ProviderError> {
-    Ok(key_ids(client, key).await?.0)
+async fn key_arn(kms: Administering<'_>, key: &str) -> Result<String, ProviderError> {
+    Ok(key_ids(kms, key).await?.0)
 }
 
 /// The key ARN and the bare key id behind a key reference. Key state changes
 /// (`ScheduleKeyDeletion`, `CancelKeyDeletion`, `EnableKey`) are sent the bare id: KMS accepts
 /// either, and moto 5.2 (the test server) only the id.
-async fn key_ids(client: &Client, key: &str) -> Result<(String, String), ProviderError> {
-    let described = client
+async fn key_ids(kms: Administering<'_>, key: &str) -> Result<(String, String), ProviderError> {
+    let described = kms
         .describe_key()
         .key_id(key)
         .send()
@@ -1133,8 +1091,8 @@ async fn key_ids(client: &Client, key: &str) -> Result<(String, String), Provide
 }
 
 /// The creation date of the key `arn`, if KMS says.
-async fn described_creation(client: &Client, arn: &str) -> Option<String> {
-    let described = client.describe_key().key_id(arn).send().await.ok()?;
+async fn described_creation(kms: Administering<'_>, arn: &str) -> Option<String> {
+    let described = kms.describe_key().key_id(arn).send().await.ok()?;
     described
         .key_metadata()?
         .creation_date()
