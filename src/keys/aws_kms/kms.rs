@@ -1,6 +1,6 @@
-//! The door to AWS KMS: [`Kms`] holds the SDK client, and nothing else in this module can reach
-//! it. Every KMS operation the module calls is a method of one role's view, generated with its
-//! IAM action from one table ([`door!`]): the serving code ([`Serving`]: [`CALLED_ACTIONS`]),
+//! The door to AWS KMS: [`Kms`] holds the SDK client, and nothing outside this file can reach
+//! it. Every KMS operation `keys::aws_kms` calls is a method of one role's view, generated with its
+//! IAM action from one table (`door!`): the serving code ([`Serving`]: [`CALLED_ACTIONS`]),
 //! `describe` ([`Describing`]: [`DESCRIBE_ACTIONS`]) and key administration ([`Administering`]:
 //! [`ADMIN_ACTIONS`]). An operation missing from the table does not compile, and a role's view
 //! offers only that role's operations, so the action lists the IAM policies are tested against

@@ -4,11 +4,16 @@
 //! This module owns the KMS request shapes, the encryption context that binds a wrapped data key
 //! to its namespace (built in one place, [`encryption_context`], and sent on both calls), and the
 //! mapping of SDK errors to [`ProviderError`] ([`classify`]). It must never log or return
-//! credentials, never keep a plaintext data key outside a zeroizing type, never call a KMS
-//! operation that is not listed in [`CALLED_ACTIONS`] or [`DESCRIBE_ACTIONS`] (the IAM policy in
-//! `policies/aws/` is tested against them), and never read the environment itself: the only
-//! environment it sees is the AWS SDK's own standard chain (credentials, region, profile,
-//! `AWS_ENDPOINT_URL*`), everything else comes from [`AwsKmsOptions`], built by `config`.
+//! credentials, never keep a plaintext data key outside a zeroizing type, and never read the
+//! environment itself: the only environment it sees is the AWS SDK's own standard chain
+//! (credentials, region, profile, `AWS_ENDPOINT_URL*`), everything else comes from
+//! [`AwsKmsOptions`], built by `config`.
+//!
+//! It reaches KMS only through one door (`kms.rs`): the SDK client is private to it, and each
+//! operation is a method of one role's view, generated with its IAM action from one table. The
+//! serving code can call only [`CALLED_ACTIONS`], `describe` only [`DESCRIBE_ACTIONS`], and
+//! [`KeyAdmin`] only [`ADMIN_ACTIONS`] (and `describe`); anything else does not compile. The IAM
+//! policies in `policies/aws/` are tested against these lists.
 //!
 //! The header's [`KekRef`] is `{ key: <key ARN returned by GenerateDataKey>, version: 0 }`: KMS
 //! keeps the key material version inside the ciphertext blob, so rotating a key (automatic or
@@ -20,12 +25,15 @@
 //! (`ListResourceTags`) after each `GenerateDataKey`, which happens once per data key, and
 //! refuses to use a data key minted under a tagged key; the IAM policy in `policies/aws/` also
 //! denies `GenerateDataKey` on tagged keys (`aws:ResourceTag`), so AWS enforces it as well.
-//! [`KeyAdmin`] (create, rotate, tag, schedule deletion) calls only [`ADMIN_ACTIONS`].
 //!
 //! The SDK client is built lazily on the first call (`aws_config`'s chain resolution is async,
-//! and [`crate::app::build`] is synchronous): construction never blocks and never touches the
-//! network. A missing region is reported then as [`ProviderError::Misconfigured`], and the
+//! and the application's build step is synchronous): construction never blocks and never touches
+//! the network. A missing region is reported then as [`ProviderError::Misconfigured`], and the
 //! readiness check ([`KeyProvider::health`]) makes the first call at startup.
+//!
+//! Files: `mod.rs` the provider ([`KeyProvider`]), the encryption context and the error mapping;
+//! `kms.rs` the door and the action lists; `settings.rs` [`AwsKmsOptions`] and the key reference
+//! syntax; `admin.rs` key administration ([`KeyAdmin`]: create, rotate, tag, schedule deletion).
 
 use std::collections::HashMap;
 use std::fmt;
