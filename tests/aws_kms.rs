@@ -648,8 +648,8 @@ fn rotation_and_alias_repointing_keep_old_payloads_decodable() {
 }
 
 /// The sidecar's IAM policy grants exactly the KMS actions the serving code calls
-/// (`CALLED_ACTIONS`, itself checked against the source by a unit test), only on key ARNs, only
-/// with the namespace encryption context; the key policy template agrees.
+/// (`CALLED_ACTIONS`, generated with the only methods that reach KMS while serving), only on key
+/// ARNs, only with the namespace encryption context; the key policy template agrees.
 #[test]
 fn iam_policy_names_exactly_the_actions_the_code_calls() {
     let read = |path: &str| -> Value {
@@ -749,8 +749,8 @@ fn iam_policy_names_exactly_the_actions_the_code_calls() {
 }
 
 /// The administrators' IAM policy grants exactly what `kmscodec keys` calls
-/// (`ADMIN_ACTIONS` and `DESCRIBE_ACTIONS`, each checked against the source by a unit test), and
-/// the key policy template lets `ADMIN_ROLE` do all of it on the key.
+/// (`ADMIN_ACTIONS` and `DESCRIBE_ACTIONS`, each generated with the only methods that reach KMS
+/// in its role), and the key policy template lets `ADMIN_ROLE` do all of it on the key.
 #[test]
 fn admin_policies_name_exactly_the_actions_key_administration_calls() {
     let read = |path: &str| -> Value {

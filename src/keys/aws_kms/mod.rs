@@ -4,11 +4,16 @@
 //! This module owns the KMS request shapes, the encryption context that binds a wrapped data key
 //! to its namespace (built in one place, [`encryption_context`], and sent on both calls), and the
 //! mapping of SDK errors to [`ProviderError`] ([`classify`]). It must never log or return
-//! credentials, never keep a plaintext data key outside a zeroizing type, never call a KMS
-//! operation that is not listed in [`CALLED_ACTIONS`] or [`DESCRIBE_ACTIONS`] (the IAM policy in
-//! `policies/aws/` is tested against them), and never read the environment itself: the only
-//! environment it sees is the AWS SDK's own standard chain (credentials, region, profile,
-//! `AWS_ENDPOINT_URL*`), everything else comes from [`AwsKmsOptions`], built by `config`.
+//! credentials, never keep a plaintext data key outside a zeroizing type, and never read the
+//! environment itself: the only environment it sees is the AWS SDK's own standard chain
+//! (credentials, region, profile, `AWS_ENDPOINT_URL*`), everything else comes from
+//! [`AwsKmsOptions`], built by `config`.
+//!
+//! It reaches KMS only through one door (`kms.rs`): the SDK client is private to it, and each
+//! operation is a method of one role's view, generated with its IAM action from one table. The
+//! serving code can call only [`CALLED_ACTIONS`], `describe` only [`DESCRIBE_ACTIONS`], and
+//! [`KeyAdmin`] only [`ADMIN_ACTIONS`] (and `describe`); anything else does not compile. The IAM
+//! policies in `policies/aws/` are tested against these lists.
 //!
 //! The header's [`KekRef`] is `{ key: <key ARN returned by GenerateDataKey>, version: 0 }`: KMS
 //! keeps the key material version inside the ciphertext blob, so rotating a key (automatic or
@@ -20,12 +25,15 @@
 //! (`ListResourceTags`) after each `GenerateDataKey`, which happens once per data key, and
 //! refuses to use a data key minted under a tagged key; the IAM policy in `policies/aws/` also
 //! denies `GenerateDataKey` on tagged keys (`aws:ResourceTag`), so AWS enforces it as well.
-//! [`KeyAdmin`] (create, rotate, tag, schedule deletion) calls only [`ADMIN_ACTIONS`].
 //!
 //! The SDK client is built lazily on the first call (`aws_config`'s chain resolution is async,
-//! and [`crate::app::build`] is synchronous): construction never blocks and never touches the
-//! network. A missing region is reported then as [`ProviderError::Misconfigured`], and the
+//! and the application's build step is synchronous): construction never blocks and never touches
+//! the network. A missing region is reported then as [`ProviderError::Misconfigured`], and the
 //! readiness check ([`KeyProvider::health`]) makes the first call at startup.
+//!
+//! Files: `mod.rs` the provider ([`KeyProvider`]), the encryption context and the error mapping;
+//! `kms.rs` the door and the action lists; `settings.rs` [`AwsKmsOptions`] and the key reference
+//! syntax; `admin.rs` key administration ([`KeyAdmin`]: create, rotate, tag, schedule deletion).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -34,7 +42,6 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_credential_types::provider::error::CredentialsError;
-use aws_sdk_kms::Client;
 use aws_sdk_kms::config::retry::RetryConfig;
 use aws_sdk_kms::config::timeout::TimeoutConfig;
 use aws_sdk_kms::config::{ProvideCredentials, Region, SharedCredentialsProvider};
@@ -49,47 +56,22 @@ use super::{
 };
 use crate::envelope::{MAX_KEK_REF_LEN, MAX_WRAPPED_KEY_LEN};
 use crate::secret::{DataKey, KekRef, ProviderKind, WrappedKey};
+pub use admin::{DELETION_WINDOW_DAYS, NAMESPACE_TAG};
+pub use kms::{ADMIN_ACTIONS, CALLED_ACTIONS, CONTEXTLESS_ACTIONS, DESCRIBE_ACTIONS};
+use kms::{Administering, Kms, Serving};
+pub use settings::{
+    AwsKmsOptions, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT,
+    MAX_MAX_ATTEMPTS, check_key_reference,
+};
 
-/// The KMS API actions the sidecar calls while serving (mint, unwrap, health). The IAM policy
-/// `policies/aws/kmscodec-sidecar-iam.json` grants exactly these; a test checks it.
-/// `ListResourceTags` reads the decrypt-only tag once per minted data key.
-pub const CALLED_ACTIONS: &[&str] = &["kms:GenerateDataKey", "kms:Decrypt", "kms:ListResourceTags"];
-
-/// The KMS API actions the sidecar calls that the encryption context conditions cannot cover
-/// (they take no context): granted by a separate statement of the sidecar's policies.
-pub const CONTEXTLESS_ACTIONS: &[&str] = &["kms:ListResourceTags"];
-
-/// The KMS API actions key administration ([`KeyAdmin`]: `kmscodec keys ...`) calls, besides
-/// [`DESCRIBE_ACTIONS`]. `policies/aws/kmscodec-admin-iam.json` grants exactly both lists; a test
-/// checks it, and a unit test checks this list against the calls in this file.
-pub const ADMIN_ACTIONS: &[&str] = &[
-    "kms:CancelKeyDeletion",
-    "kms:CreateAlias",
-    "kms:CreateKey",
-    "kms:DescribeKey",
-    "kms:EnableKey",
-    "kms:EnableKeyRotation",
-    "kms:ListAliases",
-    "kms:ListKeyRotations",
-    "kms:ListResourceTags",
-    "kms:RotateKeyOnDemand",
-    "kms:ScheduleKeyDeletion",
-    "kms:TagResource",
-    "kms:UntagResource",
-];
+mod admin;
+mod kms;
+mod settings;
 
 /// The tag key marking a KMS key decrypt-only (`kmscodec keys disable-encrypt`).
 pub const DECRYPT_ONLY_TAG: &str = "kmscodec:encrypt";
 /// The value of [`DECRYPT_ONLY_TAG`] that makes the key decrypt-only.
 pub const DECRYPT_ONLY_VALUE: &str = "disabled";
-/// The tag `keys create` puts on a key, naming the namespace it serves.
-pub const NAMESPACE_TAG: &str = "kmscodec:namespace";
-/// The shortest and longest waiting periods of `ScheduleKeyDeletion`, in days.
-pub const DELETION_WINDOW_DAYS: std::ops::RangeInclusive<u32> = 7..=30;
-
-/// The KMS API actions [`KeyProvider::describe`] calls. Only operators' tooling (`keys describe`)
-/// uses them; the sidecar role is not granted them (see `policies/README.md`).
-pub const DESCRIBE_ACTIONS: &[&str] = &["kms:DescribeKey", "kms:GetKeyRotationStatus"];
 
 /// Encryption context key naming the Temporal namespace a data key was minted for.
 pub const CONTEXT_NAMESPACE: &str = "kmscodec:namespace";
@@ -100,50 +82,11 @@ pub const CONTEXT_FORMAT: &str = "kmscodec:format";
 /// was bound with `"1"`, and the shipped IAM and key policies require it.
 pub const CONTEXT_FORMAT_VALUE: &str = "1";
 
-/// Default operation timeout: the whole call, every retry included.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Default TCP/TLS connect timeout of one attempt.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Default total attempts per call (the SDK's standard retry mode).
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
-/// Most attempts the configuration accepts.
-pub const MAX_MAX_ATTEMPTS: u32 = 10;
-
 /// How long a successful credential resolution keeps [`KeyProvider::health`] from resolving
 /// again, at most (credentials that expire sooner are resolved again before they expire).
 const HEALTH_RECHECK: Duration = Duration::from_secs(300);
 /// Margin before credential expiry at which health resolves again.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
-
-/// Settings of one AWS KMS provider (`[providers.NAME] kind = "aws"`), validated by `config`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AwsKmsOptions {
-    /// The region (`us-east-1`); `None`: the SDK chain (`AWS_REGION`, profile, IMDS).
-    pub region: Option<String>,
-    /// Endpoint override (`https://kms.eu-west-1.amazonaws.com`, a VPC endpoint, a test server).
-    pub endpoint: Option<String>,
-    /// Named profile of the shared config files; `None`: `AWS_PROFILE` or `default`.
-    pub profile: Option<String>,
-    /// Operation timeout: one KMS call including every retry.
-    pub timeout: Duration,
-    /// Connect timeout of one attempt.
-    pub connect_timeout: Duration,
-    /// Total attempts per call (1 disables retries).
-    pub max_attempts: u32,
-}
-
-impl Default for AwsKmsOptions {
-    fn default() -> Self {
-        Self {
-            region: None,
-            endpoint: None,
-            profile: None,
-            timeout: DEFAULT_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-        }
-    }
-}
 
 /// The encryption context sent with both `GenerateDataKey` and `Decrypt`: the one place it is
 /// built, so the two calls can never disagree. KMS binds it to the ciphertext as associated data
@@ -215,50 +158,6 @@ impl Operation {
             Self::ListAliases => "ListAliases",
         }
     }
-}
-
-/// Checks the syntax of a configured key reference: a key id (UUID or `mrk-...`), a key ARN, an
-/// alias name (`alias/...`) or an alias ARN. `{namespace}` may stand for part of it.
-pub fn check_key_reference(key: &str) -> Result<(), String> {
-    let sample = key.replace("{namespace}", "ns");
-    let allowed = |c: char| c.is_ascii_alphanumeric() || "/_-:.".contains(c);
-    if sample.is_empty() || sample.len() > 2048 || !sample.chars().all(allowed) {
-        return Err(format!(
-            "{key:?} is not a KMS key reference (a key id, key ARN, alias/NAME or alias ARN)"
-        ));
-    }
-    if let Some(name) = sample.strip_prefix("alias/") {
-        if name.is_empty() || name.starts_with("aws/") {
-            return Err(format!(
-                "{key:?}: an alias needs a name, and AWS managed aliases (alias/aws/...) cannot \
-                 carry an encryption-context policy"
-            ));
-        }
-        return Ok(());
-    }
-    if sample.starts_with("arn:") {
-        let parts: Vec<&str> = sample.splitn(6, ':').collect();
-        let resource_ok = parts.get(5).is_some_and(|resource| {
-            resource
-                .strip_prefix("key/")
-                .is_some_and(|id| !id.is_empty())
-                || resource
-                    .strip_prefix("alias/")
-                    .is_some_and(|a| !a.is_empty())
-        });
-        if parts.len() == 6 && parts[2] == "kms" && resource_ok {
-            return Ok(());
-        }
-        return Err(format!(
-            "{key:?} is not a KMS key or alias ARN (arn:PARTITION:kms:REGION:ACCOUNT:key/ID)"
-        ));
-    }
-    if sample.contains('/') || sample.contains(':') {
-        return Err(format!(
-            "{key:?} is not a KMS key reference (a key id, key ARN, alias/NAME or alias ARN)"
-        ));
-    }
-    Ok(())
 }
 
 /// Is `text` a KMS key ARN (`arn:PARTITION:kms:REGION:ACCOUNT:key/ID`)? Headers must name one.
@@ -405,7 +304,7 @@ fn classify_credentials(error: &CredentialsError) -> ProviderError {
 
 /// The lazily built client and the credentials provider it signs with.
 struct Connection {
-    client: Client,
+    kms: Kms,
     credentials: Option<SharedCredentialsProvider>,
 }
 
@@ -489,8 +388,8 @@ impl AwsKms {
         self.connection.get_or_try_init(|| self.connect()).await
     }
 
-    async fn client(&self) -> Result<&Client, ProviderError> {
-        Ok(&self.connection().await?.client)
+    async fn kms(&self) -> Result<&Kms, ProviderError> {
+        Ok(&self.connection().await?.kms)
     }
 
     /// Resolves the SDK configuration (region, profile, credential chain) and builds the client.
@@ -504,7 +403,7 @@ impl AwsKms {
             ));
         }
         Ok(Connection {
-            client: Client::new(&sdk_config),
+            kms: Kms::new(&sdk_config),
             credentials: sdk_config.credentials_provider(),
         })
     }
@@ -530,8 +429,8 @@ impl AwsKms {
 }
 
 /// Refuses ([`ProviderError::Disabled`]) when the key `key_arn` carries the decrypt-only tag.
-async fn refuse_if_decrypt_only(client: &Client, key_arn: &str) -> Result<(), ProviderError> {
-    let output = client
+async fn refuse_if_decrypt_only(kms: Serving<'_>, key_arn: &str) -> Result<(), ProviderError> {
+    let output = kms
         .list_resource_tags()
         .key_id(key_arn)
         .limit(50)
@@ -564,8 +463,8 @@ impl KeyProvider for AwsKms {
         key: &str,
     ) -> Result<GeneratedKey, ProviderError> {
         let operation = Operation::GenerateDataKey;
-        let client = self.client().await?;
-        let mut output = client
+        let kms = self.kms().await?.serving();
+        let mut output = kms
             .generate_data_key()
             .key_id(key)
             .key_spec(DataKeySpec::Aes256)
@@ -598,7 +497,7 @@ impl KeyProvider for AwsKms {
             .ok_or_else(|| bad_response("KeyId missing or not a key ARN"))?;
         // Decrypt-only is a tag on the key (see the module docs): checked on every mint, which
         // happens once per data key. The data key just minted is dropped (zeroized) unused.
-        refuse_if_decrypt_only(client, &key_arn).await?;
+        refuse_if_decrypt_only(kms, &key_arn).await?;
         Ok(GeneratedKey {
             plaintext,
             wrapped: WrappedKey::new(wrapped),
@@ -642,8 +541,8 @@ impl KeyProvider for AwsKms {
             return Err(ProviderError::Invalid);
         }
         let operation = Operation::Decrypt;
-        let client = self.client().await?;
-        let mut output = client
+        let kms = self.kms().await?.serving();
+        let mut output = kms
             .decrypt()
             .key_id(&kek.key)
             .ciphertext_blob(Blob::new(wrapped.as_bytes()))
@@ -662,8 +561,8 @@ impl KeyProvider for AwsKms {
     }
 
     async fn describe(&self, key: &str) -> Result<KeyDescription, ProviderError> {
-        let client = self.client().await?;
-        let described = client
+        let kms = self.kms().await?.describing();
+        let described = kms
             .describe_key()
             .key_id(key)
             .send()
@@ -697,7 +596,7 @@ impl KeyProvider for AwsKms {
         if !symmetric_encrypt {
             notes.push("key usage is not ENCRYPT_DECRYPT: it cannot wrap data keys".to_owned());
         }
-        match client.get_key_rotation_status().key_id(&arn).send().await {
+        match kms.get_key_rotation_status().key_id(&arn).send().await {
             Ok(rotation) => {
                 if rotation.key_rotation_enabled() {
                     let period = rotation
@@ -767,378 +666,6 @@ impl KeyProvider for AwsKms {
         self.record_credentials_checked(now, resolved.expiry());
         Ok(())
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Administration: every KMS call below is in ADMIN_ACTIONS (checked by a unit test).
-
-/// A tag, built from constant-length parts (the builder only fails on missing fields).
-fn tag(key: &str, value: &str) -> Result<Tag, ProviderError> {
-    Tag::builder()
-        .tag_key(key)
-        .tag_value(value)
-        .build()
-        .map_err(|error| ProviderError::Misconfigured(format!("AWS KMS tag: {error}")))
-}
-
-/// The service error code of an SDK error, if KMS answered one.
-fn service_code<E, R>(error: &SdkError<E, R>) -> Option<&str>
-where
-    E: ProvideErrorMetadata,
-{
-    match error {
-        SdkError::ServiceError(context) => context.err().code(),
-        _ => None,
-    }
-}
-
-#[async_trait]
-impl KeyAdmin for AwsKms {
-    async fn create_kek(&self, namespace: &str, key: &str) -> Result<CreatedKek, ProviderError> {
-        let client = self.client().await?;
-        match client.describe_key().key_id(key).send().await {
-            Ok(described) => {
-                let metadata = described.key_metadata().ok_or_else(|| {
-                    ProviderError::Unavailable("AWS KMS DescribeKey: no KeyMetadata".into())
-                })?;
-                let arn = metadata.arn().unwrap_or(metadata.key_id()).to_owned();
-                let mut notes = vec![format!("{key} already exists: key {arn}")];
-                if let Some(state) = metadata.key_state()
-                    && *state != KeyState::Enabled
-                {
-                    notes.push(format!(
-                        "warning: the key's state is {}: it cannot serve the namespace until an \
-                         operator acts (`kmscodec keys cancel-shred`, `aws kms enable-key`)",
-                        state.as_str()
-                    ));
-                }
-                return Ok(CreatedKek {
-                    created: false,
-                    key_id: arn,
-                    notes,
-                });
-            }
-            Err(error) if service_code(&error) == Some("NotFoundException") => {}
-            Err(error) => return Err(classify(Operation::DescribeKey, &error)),
-        }
-        let Some(alias) = key.strip_prefix("alias/") else {
-            return Err(ProviderError::NotFound(format!(
-                "AWS KMS key {key} does not exist; `keys create` makes new keys only for alias \
-                 references (alias/kmscodec/<namespace>)"
-            )));
-        };
-        let created = client
-            .create_key()
-            .description(format!(
-                "kmscodec key-encryption key for Temporal namespace {namespace}"
-            ))
-            .key_usage(KeyUsageType::EncryptDecrypt)
-            .key_spec(KeySpec::SymmetricDefault)
-            .tags(tag(NAMESPACE_TAG, namespace)?)
-            .send()
-            .await
-            .map_err(|error| classify(Operation::CreateKey, &error))?;
-        let arn = created
-            .key_metadata()
-            .and_then(|metadata| metadata.arn())
-            .map(str::to_owned)
-            .ok_or_else(|| ProviderError::Unavailable("AWS KMS CreateKey: no key ARN".into()))?;
-        client
-            .enable_key_rotation()
-            .key_id(&arn)
-            .send()
-            .await
-            .map_err(|error| classify(Operation::EnableKeyRotation, &error))?;
-        match client
-            .create_alias()
-            .alias_name(key)
-            .target_key_id(&arn)
-            .send()
-            .await
-        {
-            Ok(_) => {}
-            Err(error) if service_code(&error) == Some("AlreadyExistsException") => {
-                // Another `keys create` won the race: retire the key made here, keep theirs.
-                let duplicate = created
-                    .key_metadata()
-                    .map(|metadata| metadata.key_id().to_owned())
-                    .unwrap_or_else(|| arn.clone());
-                client
-                    .schedule_key_deletion()
-                    .key_id(&duplicate)
-                    .pending_window_in_days(7)
-                    .send()
-                    .await
-                    .map_err(|error| classify(Operation::ScheduleKeyDeletion, &error))?;
-                let existing = client
-                    .describe_key()
-                    .key_id(key)
-                    .send()
-                    .await
-                    .map_err(|error| classify(Operation::DescribeKey, &error))?;
-                let winner = existing
-                    .key_metadata()
-                    .and_then(|metadata| metadata.arn())
-                    .unwrap_or_default()
-                    .to_owned();
-                return Ok(CreatedKek {
-                    created: false,
-                    key_id: winner.clone(),
-                    notes: vec![format!(
-                        "{key} was created concurrently (key {winner}); the duplicate key {arn} \
-                         is scheduled for deletion in 7 days"
-                    )],
-                });
-            }
-            Err(error) => return Err(classify(Operation::CreateAlias, &error)),
-        }
-        Ok(CreatedKek {
-            created: true,
-            key_id: arn.clone(),
-            notes: vec![
-                format!(
-                    "symmetric key {arn} (SYMMETRIC_DEFAULT, ENCRYPT_DECRYPT), tagged \
-                     {NAMESPACE_TAG}={namespace}, automatic rotation enabled, alias alias/{alias}"
-                ),
-                "the key has the default key policy: replace it with \
-                 policies/aws/kms-key-policy.json (aws kms put-key-policy)"
-                    .to_owned(),
-            ],
-        })
-    }
-
-    async fn rotate_kek(&self, key: &str) -> Result<RotatedKek, ProviderError> {
-        let client = self.client().await?;
-        let arn = key_arn(client, key).await?;
-        client
-            .rotate_key_on_demand()
-            .key_id(&arn)
-            .send()
-            .await
-            .map_err(|error| classify(Operation::RotateKeyOnDemand, &error))?;
-        Ok(RotatedKek {
-            version: None,
-            notes: vec![
-                format!("on-demand rotation of {arn} started"),
-                "KMS keeps every key material version inside the key; the key ARN (and every \
-                 payload header) stays the same"
-                    .to_owned(),
-            ],
-        })
-    }
-
-    async fn set_decrypt_only(
-        &self,
-        key: &str,
-        decrypt_only: bool,
-    ) -> Result<Vec<String>, ProviderError> {
-        let client = self.client().await?;
-        let arn = key_arn(client, key).await?;
-        if decrypt_only {
-            client
-                .tag_resource()
-                .key_id(&arn)
-                .tags(tag(DECRYPT_ONLY_TAG, DECRYPT_ONLY_VALUE)?)
-                .send()
-                .await
-                .map_err(|error| classify(Operation::TagResource, &error))?;
-            Ok(vec![format!(
-                "tagged {arn} {DECRYPT_ONLY_TAG}={DECRYPT_ONLY_VALUE}: kmscodec refuses data keys \
-                 minted under it, and the sidecar IAM policy denies GenerateDataKey on it"
-            )])
-        } else {
-            client
-                .untag_resource()
-                .key_id(&arn)
-                .tag_keys(DECRYPT_ONLY_TAG)
-                .send()
-                .await
-                .map_err(|error| classify(Operation::UntagResource, &error))?;
-            Ok(vec![format!(
-                "removed the {DECRYPT_ONLY_TAG} tag from {arn}"
-            )])
-        }
-    }
-
-    async fn shred_kek(
-        &self,
-        key: &str,
-        request: ShredRequest,
-    ) -> Result<ShreddedKek, ProviderError> {
-        if request.immediately || !DELETION_WINDOW_DAYS.contains(&request.pending_days) {
-            return Err(ProviderError::Misconfigured(format!(
-                "AWS KMS destroys keys only after a waiting period of {} to {} days",
-                DELETION_WINDOW_DAYS.start(),
-                DELETION_WINDOW_DAYS.end()
-            )));
-        }
-        let client = self.client().await?;
-        let (arn, key_id) = key_ids(client, key).await?;
-        let days = i32::try_from(request.pending_days).unwrap_or(30);
-        let scheduled = client
-            .schedule_key_deletion()
-            .key_id(&key_id)
-            .pending_window_in_days(days)
-            .send()
-            .await
-            .map_err(|error| classify(Operation::ScheduleKeyDeletion, &error))?;
-        let destroy_after = scheduled.deletion_date().map(|date| date.to_string());
-        Ok(ShreddedKek {
-            destroyed_now: false,
-            destroy_after,
-            notes: vec![
-                format!(
-                    "{arn} is pending deletion: KMS refuses every use of it now and destroys it \
-                     after {days} days, with its aliases"
-                ),
-                "`kmscodec keys cancel-shred` (CancelKeyDeletion, then EnableKey) restores it \
-                 until then"
-                    .to_owned(),
-            ],
-        })
-    }
-
-    async fn cancel_shred(&self, key: &str) -> Result<Vec<String>, ProviderError> {
-        let client = self.client().await?;
-        let (arn, key_id) = key_ids(client, key).await?;
-        client
-            .cancel_key_deletion()
-            .key_id(&key_id)
-            .send()
-            .await
-            .map_err(|error| classify(Operation::CancelKeyDeletion, &error))?;
-        // A cancelled deletion leaves the key disabled.
-        client
-            .enable_key()
-            .key_id(&key_id)
-            .send()
-            .await
-            .map_err(|error| classify(Operation::EnableKey, &error))?;
-        Ok(vec![format!(
-            "deletion of {arn} cancelled and the key enabled again"
-        )])
-    }
-
-    async fn list_keks(&self) -> Result<Vec<String>, ProviderError> {
-        let client = self.client().await?;
-        let mut names = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let page = client
-                .list_aliases()
-                .set_marker(marker.take())
-                .limit(100)
-                .send()
-                .await
-                .map_err(|error| classify(Operation::ListAliases, &error))?;
-            names.extend(
-                page.aliases()
-                    .iter()
-                    .filter(|alias| alias.target_key_id().is_some())
-                    .filter_map(|alias| alias.alias_name())
-                    .filter(|name| !name.starts_with("alias/aws/"))
-                    .map(str::to_owned),
-            );
-            match page.next_marker() {
-                Some(next) if page.truncated() => marker = Some(next.to_owned()),
-                _ => break,
-            }
-        }
-        Ok(names)
-    }
-
-    async fn inspect_kek(&self, key: &str) -> Result<KeyDescription, ProviderError> {
-        let mut description = self.describe(key).await?;
-        let client = self.client().await?;
-        let arn = key_arn(client, key).await?;
-        match client
-            .list_resource_tags()
-            .key_id(&arn)
-            .limit(50)
-            .send()
-            .await
-        {
-            Ok(output) if is_tagged_decrypt_only(output.tags()) => {
-                description.encrypt_enabled = false;
-                description.notes.push(format!(
-                    "decrypt-only: tagged {DECRYPT_ONLY_TAG}={DECRYPT_ONLY_VALUE}"
-                ));
-            }
-            Ok(_) => {}
-            Err(error) => description.notes.push(format!(
-                "decrypt-only state unknown: {}",
-                classify(Operation::ListResourceTags, &error)
-            )),
-        }
-        // KMS does not number key material versions; number them by rotation date, the key's
-        // creation being version 1.
-        match client
-            .list_key_rotations()
-            .key_id(&arn)
-            .limit(1000)
-            .send()
-            .await
-        {
-            Ok(output) => {
-                let created = described_creation(client, &arn).await;
-                description.versions.push(KekVersion {
-                    version: 1,
-                    created_at: created,
-                });
-                for (index, rotation) in output.rotations().iter().enumerate() {
-                    description.versions.push(KekVersion {
-                        version: u32::try_from(index + 2).unwrap_or(u32::MAX),
-                        created_at: rotation.rotation_date().map(|date| date.to_string()),
-                    });
-                }
-                description.primary_version = u32::try_from(description.versions.len()).ok();
-                description.notes.push(
-                    "versions are numbered by kmscodec from the key's rotation history; payload \
-                     headers name the key ARN only (version 0)"
-                        .to_owned(),
-                );
-            }
-            Err(error) => description.notes.push(format!(
-                "rotation history not available: {}",
-                classify(Operation::ListKeyRotations, &error)
-            )),
-        }
-        Ok(description)
-    }
-}
-
-/// The key ARN behind a key reference (alias, id or ARN).
-async fn key_arn(client: &Client, key: &str) -> Result<String, ProviderError> {
-    Ok(key_ids(client, key).await?.0)
-}
-
-/// The key ARN and the bare key id behind a key reference. Key state changes
-/// (`ScheduleKeyDeletion`, `CancelKeyDeletion`, `EnableKey`) are sent the bare id: KMS accepts
-/// either, and moto 5.2 (the test server) only the id.
-async fn key_ids(client: &Client, key: &str) -> Result<(String, String), ProviderError> {
-    let described = client
-        .describe_key()
-        .key_id(key)
-        .send()
-        .await
-        .map_err(|error| classify(Operation::DescribeKey, &error))?;
-    let metadata = described
-        .key_metadata()
-        .ok_or_else(|| ProviderError::Unavailable("AWS KMS DescribeKey: no KeyMetadata".into()))?;
-    let arn = metadata
-        .arn()
-        .map(str::to_owned)
-        .ok_or_else(|| ProviderError::Unavailable("AWS KMS DescribeKey: no key ARN".into()))?;
-    Ok((arn, metadata.key_id().to_owned()))
-}
-
-/// The creation date of the key `arn`, if KMS says.
-async fn described_creation(client: &Client, arn: &str) -> Option<String> {
-    let described = client.describe_key().key_id(arn).send().await.ok()?;
-    described
-        .key_metadata()?
-        .creation_date()
-        .map(|date| date.to_string())
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Unit tests of `src/keys/aws_kms/mod.rs`.
+//! Unit tests of `keys::aws_kms`.
 
 use super::*;
 use aws_sdk_kms::error::{ConnectorError, ErrorMetadata};
@@ -157,77 +157,73 @@ async fn headers_that_no_generate_could_produce_are_refused_without_a_call() {
     assert!(!format!("{provider:?}").contains("secret"));
 }
 
-/// `CALLED_ACTIONS`, `DESCRIBE_ACTIONS` and `ADMIN_ACTIONS` are exactly the operations
-/// called on a `client` in this file: by the serving code, by `describe`, and by the
-/// administration section.
+/// The action lists are generated from the door's table (`kms.rs`), which is the only way the
+/// module reaches KMS. This test pins them, so that a change of what the code may call, and
+/// thus of the IAM policies, is deliberate.
 #[test]
-fn called_actions_match_the_call_sites() {
-    let source = include_str!("mod.rs");
-    let code = source.split("#[cfg(test)]").next().unwrap_or(source);
-    let describe_start = code.find("async fn describe(").unwrap_or(0);
-    let describe_end = code[describe_start..]
-        .find("async fn health(")
-        .map_or(code.len(), |end| describe_start + end);
-    // Administration: from the marker comment to the tests.
-    let admin_start = code
-        .find("// Administration: every KMS call below")
-        .unwrap_or(code.len());
-    let mut serving = std::collections::BTreeSet::new();
-    let mut describing = std::collections::BTreeSet::new();
-    let mut administering = std::collections::BTreeSet::new();
-    let mut rest = code;
-    let mut offset = 0;
-    while let Some(found) = rest.find("client") {
-        let start = offset + found;
-        let before = code[..start].chars().next_back();
-        let after = code[start + "client".len()..].trim_start();
-        offset = start + "client".len();
-        rest = &code[offset..];
-        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
-            continue;
-        }
-        let Some(call) = after.strip_prefix('.') else {
-            continue;
-        };
-        let name: String = call
-            .chars()
-            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
-            .collect();
-        if name.is_empty() || !call[name.len()..].starts_with("()") {
-            continue;
-        }
-        let action: String = name
-            .split('_')
-            .map(|word| {
-                let mut chars = word.chars();
-                chars
-                    .next()
-                    .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
-                    .unwrap_or_default()
-            })
-            .collect();
-        let action = format!("kms:{action}");
-        if start >= admin_start {
-            administering.insert(action);
-        } else if (describe_start..describe_end).contains(&start) {
-            describing.insert(action);
-        } else {
-            serving.insert(action);
-        }
-    }
-    let called: std::collections::BTreeSet<String> =
-        CALLED_ACTIONS.iter().map(|a| a.to_string()).collect();
-    let described: std::collections::BTreeSet<String> =
-        DESCRIBE_ACTIONS.iter().map(|a| a.to_string()).collect();
-    let administered: std::collections::BTreeSet<String> =
-        ADMIN_ACTIONS.iter().map(|a| a.to_string()).collect();
-    assert_eq!(serving, called, "operations called by the serving code");
-    assert_eq!(describing, described, "operations called by describe");
-    assert_eq!(administering, administered, "operations called by KeyAdmin");
+fn action_lists_are_the_door_s_table() {
+    assert_eq!(
+        CALLED_ACTIONS,
+        ["kms:GenerateDataKey", "kms:Decrypt", "kms:ListResourceTags"]
+    );
+    assert_eq!(CONTEXTLESS_ACTIONS, ["kms:ListResourceTags"]);
+    assert_eq!(
+        DESCRIBE_ACTIONS,
+        ["kms:DescribeKey", "kms:GetKeyRotationStatus"]
+    );
+    assert_eq!(
+        ADMIN_ACTIONS,
+        [
+            "kms:CancelKeyDeletion",
+            "kms:CreateAlias",
+            "kms:CreateKey",
+            "kms:DescribeKey",
+            "kms:EnableKey",
+            "kms:EnableKeyRotation",
+            "kms:ListAliases",
+            "kms:ListKeyRotations",
+            "kms:ListResourceTags",
+            "kms:RotateKeyOnDemand",
+            "kms:ScheduleKeyDeletion",
+            "kms:TagResource",
+            "kms:UntagResource",
+        ]
+    );
     assert!(
         CONTEXTLESS_ACTIONS
             .iter()
             .all(|a| CALLED_ACTIONS.contains(a)),
         "CONTEXTLESS_ACTIONS must be sidecar actions"
     );
+}
+
+/// Each method of the door is the SDK operation its row's IAM action names
+/// (`kms:GenerateDataKey` is `generate_data_key`), and each list is its view's rows.
+#[test]
+fn door_methods_are_named_after_their_actions() {
+    let snake = |action: &str| -> String {
+        let mut name = String::new();
+        for c in action.strip_prefix("kms:").unwrap_or(action).chars() {
+            if c.is_ascii_uppercase() {
+                if !name.is_empty() {
+                    name.push('_');
+                }
+                name.push(c.to_ascii_lowercase());
+            } else {
+                name.push(c);
+            }
+        }
+        name
+    };
+    for (list, rows) in [
+        (CALLED_ACTIONS, kms::Serving::ROWS),
+        (DESCRIBE_ACTIONS, kms::Describing::ROWS),
+        (ADMIN_ACTIONS, kms::Administering::ROWS),
+    ] {
+        let actions: Vec<&str> = rows.iter().map(|(action, _)| *action).collect();
+        assert_eq!(actions, list);
+        for (action, method) in rows {
+            assert_eq!(snake(action), *method, "{action}");
+        }
+    }
 }
