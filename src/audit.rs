@@ -752,19 +752,62 @@ mod tests {
         assert_eq!(at(base + 1000 + 86_400_000), "2024-03-02T00:00:00.000Z");
     }
 
+    /// Known instants (checked against GNU `date -u`): the epoch, leap days (2000 and 2400 are
+    /// leap years, 2100 and 2200 are not), year and century boundaries, the 32-bit overflow of
+    /// 2038 and the last second of 9999.
+    const KNOWN: [(u64, &str); 24] = [
+        (0, "1970-01-01T00:00:00"),
+        (68_214_896, "1972-02-29T12:34:56"),
+        (951_782_400, "2000-02-29T00:00:00"),
+        (951_868_799, "2000-02-29T23:59:59"),
+        (978_307_199, "2000-12-31T23:59:59"),
+        (978_307_200, "2001-01-01T00:00:00"),
+        (1_709_164_800, "2024-02-29T00:00:00"),
+        (1_735_689_599, "2024-12-31T23:59:59"),
+        (1_735_689_600, "2025-01-01T00:00:00"),
+        (2_147_483_648, "2038-01-19T03:14:08"),
+        (4_102_444_799, "2099-12-31T23:59:59"),
+        (4_102_444_800, "2100-01-01T00:00:00"),
+        (4_107_542_399, "2100-02-28T23:59:59"),
+        (4_107_542_400, "2100-03-01T00:00:00"),
+        (7_263_215_999, "2200-02-28T23:59:59"),
+        (7_263_216_000, "2200-03-01T00:00:00"),
+        (13_569_465_599, "2399-12-31T23:59:59"),
+        (13_569_465_600, "2400-01-01T00:00:00"),
+        (13_574_563_200, "2400-02-29T00:00:00"),
+        (13_574_649_599, "2400-02-29T23:59:59"),
+        (13_578_537_600, "2400-04-15T00:00:00"),
+        (13_601_087_999, "2400-12-31T23:59:59"),
+        (13_611_081_599, "2401-04-26T15:59:59"),
+        (253_402_300_799, "9999-12-31T23:59:59"),
+    ];
+
+    #[test]
+    fn times_at_known_instants() {
+        for (second, expected) in KNOWN {
+            let mut out = Vec::new();
+            write_second(second, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "{second}");
+            // Through the cache: a miss, then hits within the same second.
+            for millis in [0, 7, 999] {
+                let mut out = Vec::new();
+                write_time(
+                    SystemTime::UNIX_EPOCH + Duration::from_millis(second * 1000 + millis),
+                    &mut out,
+                );
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    format!("{expected}.{millis:03}Z")
+                );
+            }
+        }
+    }
+
     #[test]
     fn times_match_rfc3339_from_the_time_crate() {
         use time::format_description::well_known::Rfc3339;
-        // Leap days, year and century boundaries, and a spread of instants up to 2400.
-        let mut seconds: Vec<u64> = vec![
-            0,
-            951_782_400,   // 2000-02-29
-            1_709_164_800, // 2024-02-29
-            4_107_542_399, // 2100-02-28T23:59:59
-            4_107_542_400, // 2100-03-01
-            13_574_563_200,
-        ];
-        seconds.extend((0..20_000u64).map(|i| i * 678_901 + i % 86_400));
+        // A spread of instants up to 2400, read back as RFC 3339.
+        let seconds = (0..20_000u64).map(|i| i * 678_901 + i % 86_400);
         for second in seconds {
             let millis = second % 1000;
             let now = SystemTime::UNIX_EPOCH + Duration::from_millis(second * 1000 + millis);
