@@ -576,7 +576,7 @@ fn write_time(now: SystemTime, out: &mut Vec<u8>) {
         None => {
             let start = out.len();
             write_second(seconds, out);
-            // Years 1000 to 9999 fill exactly 19 bytes; any other is written, not cached.
+            // Always 19 bytes (`write_second` writes years 1970 to 9999); checked, not assumed.
             if let Ok(text) = <[u8; 19]>::try_from(&out[start..]) {
                 SECOND.with(|cell| cell.set((seconds, text)));
             }
@@ -595,41 +595,36 @@ thread_local! {
     };
 }
 
-/// Writes `YYYY-MM-DDTHH:MM:SS` of `seconds` after the epoch, in UTC.
-fn write_second(seconds: u64, out: &mut Vec<u8>) {
-    let (year, month, day) = civil_from_days(seconds / 86_400);
-    let of_day = seconds % 86_400;
-    write_padded(year, 4, out);
-    out.push(b'-');
-    write_padded(month, 2, out);
-    out.push(b'-');
-    write_padded(day, 2, out);
-    out.push(b'T');
-    write_padded(of_day / 3600, 2, out);
-    out.push(b':');
-    write_padded(of_day % 3600 / 60, 2, out);
-    out.push(b':');
-    write_padded(of_day % 60, 2, out);
-}
+/// The last second with a four-digit year: 9999-12-31T23:59:59.
+const LAST_SECOND: u64 = 253_402_300_799;
 
-/// Year, month and day of the `days`th day after 1970-01-01 in the proleptic Gregorian
-/// calendar (H. Hinnant's `civil_from_days`, for days on or after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let shifted = days + 719_468; // days since 0000-03-01
-    let era = shifted / 146_097;
-    let day_of_era = shifted % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153; // March = 0
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
+/// Writes `YYYY-MM-DDTHH:MM:SS` of `seconds` after the epoch, in UTC (the proleptic Gregorian
+/// calendar of the `time` crate).
+fn write_second(seconds: u64, out: &mut Vec<u8>) {
+    let at = Some(seconds)
+        .filter(|&seconds| seconds <= LAST_SECOND)
+        .and_then(|seconds| i64::try_from(seconds).ok())
+        .and_then(|seconds| time::OffsetDateTime::from_unix_timestamp(seconds).ok());
+    let Some(at) = at else {
+        // Past 9999 (or out of `time`'s range): clamped to the last second with four year
+        // digits, so the line keeps its format instead of panicking. Only a clock that is off by
+        // millennia gets here.
+        out.extend_from_slice(b"9999-12-31T23:59:59");
+        return;
     };
-    let year = era * 400 + year_of_era + u64::from(month <= 2);
-    (year, month, day)
+    let (year, month, day) = at.to_calendar_date();
+    let (hour, minute, second) = at.to_hms();
+    write_padded(u64::from(year.unsigned_abs()), 4, out);
+    out.push(b'-');
+    write_padded(u64::from(u8::from(month)), 2, out);
+    out.push(b'-');
+    write_padded(u64::from(day), 2, out);
+    out.push(b'T');
+    write_padded(u64::from(hour), 2, out);
+    out.push(b':');
+    write_padded(u64::from(minute), 2, out);
+    out.push(b':');
+    write_padded(u64::from(second), 2, out);
 }
 
 /// A request id: the caller's `X-Request-Id` when it is 1 to 128 visible ASCII characters, else
@@ -800,6 +795,15 @@ mod tests {
                     format!("{expected}.{millis:03}Z")
                 );
             }
+        }
+    }
+
+    #[test]
+    fn times_after_9999_are_clamped_to_its_last_second() {
+        for second in [LAST_SECOND + 1, 1 << 40, u64::MAX] {
+            let mut out = Vec::new();
+            write_second(second, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), "9999-12-31T23:59:59");
         }
     }
 
