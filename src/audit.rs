@@ -597,7 +597,7 @@ fn write_time(now: SystemTime, out: &mut Vec<u8>) {
         None => {
             let start = out.len();
             write_second(seconds, out);
-            // Years 1000 to 9999 fill exactly 19 bytes; any other is written, not cached.
+            // Always 19 bytes (`write_second` writes years 1970 to 9999); checked, not assumed.
             if let Ok(text) = <[u8; 19]>::try_from(&out[start..]) {
                 SECOND.with(|cell| cell.set((seconds, text)));
             }
@@ -616,41 +616,36 @@ thread_local! {
     };
 }
 
-/// Writes `YYYY-MM-DDTHH:MM:SS` of `seconds` after the epoch, in UTC.
-fn write_second(seconds: u64, out: &mut Vec<u8>) {
-    let (year, month, day) = civil_from_days(seconds / 86_400);
-    let of_day = seconds % 86_400;
-    write_padded(year, 4, out);
-    out.push(b'-');
-    write_padded(month, 2, out);
-    out.push(b'-');
-    write_padded(day, 2, out);
-    out.push(b'T');
-    write_padded(of_day / 3600, 2, out);
-    out.push(b':');
-    write_padded(of_day % 3600 / 60, 2, out);
-    out.push(b':');
-    write_padded(of_day % 60, 2, out);
-}
+/// The last second with a four-digit year: 9999-12-31T23:59:59.
+const LAST_SECOND: u64 = 253_402_300_799;
 
-/// Year, month and day of the `days`th day after 1970-01-01 in the proleptic Gregorian
-/// calendar (H. Hinnant's `civil_from_days`, for days on or after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let shifted = days + 719_468; // days since 0000-03-01
-    let era = shifted / 146_097;
-    let day_of_era = shifted % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153; // March = 0
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
+/// Writes `YYYY-MM-DDTHH:MM:SS` of `seconds` after the epoch, in UTC (the proleptic Gregorian
+/// calendar of the `time` crate).
+fn write_second(seconds: u64, out: &mut Vec<u8>) {
+    let at = Some(seconds)
+        .filter(|&seconds| seconds <= LAST_SECOND)
+        .and_then(|seconds| i64::try_from(seconds).ok())
+        .and_then(|seconds| time::OffsetDateTime::from_unix_timestamp(seconds).ok());
+    let Some(at) = at else {
+        // Past 9999 (or out of `time`'s range): clamped to the last second with four year
+        // digits, so the line keeps its format instead of panicking. Only a clock that is off by
+        // millennia gets here.
+        out.extend_from_slice(b"9999-12-31T23:59:59");
+        return;
     };
-    let year = era * 400 + year_of_era + u64::from(month <= 2);
-    (year, month, day)
+    let (year, month, day) = at.to_calendar_date();
+    let (hour, minute, second) = at.to_hms();
+    write_padded(u64::from(year.unsigned_abs()), 4, out);
+    out.push(b'-');
+    write_padded(u64::from(u8::from(month)), 2, out);
+    out.push(b'-');
+    write_padded(u64::from(day), 2, out);
+    out.push(b'T');
+    write_padded(u64::from(hour), 2, out);
+    out.push(b':');
+    write_padded(u64::from(minute), 2, out);
+    out.push(b':');
+    write_padded(u64::from(second), 2, out);
 }
 
 /// A request id: the caller's `X-Request-Id` when it is 1 to 128 visible ASCII characters, else
@@ -773,19 +768,71 @@ mod tests {
         assert_eq!(at(base + 1000 + 86_400_000), "2024-03-02T00:00:00.000Z");
     }
 
+    /// Known instants (checked against GNU `date -u`): the epoch, leap days (2000 and 2400 are
+    /// leap years, 2100 and 2200 are not), year and century boundaries, the 32-bit overflow of
+    /// 2038 and the last second of 9999.
+    const KNOWN: [(u64, &str); 24] = [
+        (0, "1970-01-01T00:00:00"),
+        (68_214_896, "1972-02-29T12:34:56"),
+        (951_782_400, "2000-02-29T00:00:00"),
+        (951_868_799, "2000-02-29T23:59:59"),
+        (978_307_199, "2000-12-31T23:59:59"),
+        (978_307_200, "2001-01-01T00:00:00"),
+        (1_709_164_800, "2024-02-29T00:00:00"),
+        (1_735_689_599, "2024-12-31T23:59:59"),
+        (1_735_689_600, "2025-01-01T00:00:00"),
+        (2_147_483_648, "2038-01-19T03:14:08"),
+        (4_102_444_799, "2099-12-31T23:59:59"),
+        (4_102_444_800, "2100-01-01T00:00:00"),
+        (4_107_542_399, "2100-02-28T23:59:59"),
+        (4_107_542_400, "2100-03-01T00:00:00"),
+        (7_263_215_999, "2200-02-28T23:59:59"),
+        (7_263_216_000, "2200-03-01T00:00:00"),
+        (13_569_465_599, "2399-12-31T23:59:59"),
+        (13_569_465_600, "2400-01-01T00:00:00"),
+        (13_574_563_200, "2400-02-29T00:00:00"),
+        (13_574_649_599, "2400-02-29T23:59:59"),
+        (13_578_537_600, "2400-04-15T00:00:00"),
+        (13_601_087_999, "2400-12-31T23:59:59"),
+        (13_611_081_599, "2401-04-26T15:59:59"),
+        (253_402_300_799, "9999-12-31T23:59:59"),
+    ];
+
+    #[test]
+    fn times_at_known_instants() {
+        for (second, expected) in KNOWN {
+            let mut out = Vec::new();
+            write_second(second, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "{second}");
+            // Through the cache: a miss, then hits within the same second.
+            for millis in [0, 7, 999] {
+                let mut out = Vec::new();
+                write_time(
+                    SystemTime::UNIX_EPOCH + Duration::from_millis(second * 1000 + millis),
+                    &mut out,
+                );
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    format!("{expected}.{millis:03}Z")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn times_after_9999_are_clamped_to_its_last_second() {
+        for second in [LAST_SECOND + 1, 1 << 40, u64::MAX] {
+            let mut out = Vec::new();
+            write_second(second, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), "9999-12-31T23:59:59");
+        }
+    }
+
     #[test]
     fn times_match_rfc3339_from_the_time_crate() {
         use time::format_description::well_known::Rfc3339;
-        // Leap days, year and century boundaries, and a spread of instants up to 2400.
-        let mut seconds: Vec<u64> = vec![
-            0,
-            951_782_400,   // 2000-02-29
-            1_709_164_800, // 2024-02-29
-            4_107_542_399, // 2100-02-28T23:59:59
-            4_107_542_400, // 2100-03-01
-            13_574_563_200,
-        ];
-        seconds.extend((0..20_000u64).map(|i| i * 678_901 + i % 86_400));
+        // A spread of instants up to 2400, read back as RFC 3339.
+        let seconds = (0..20_000u64).map(|i| i * 678_901 + i % 86_400);
         for second in seconds {
             let millis = second % 1000;
             let now = SystemTime::UNIX_EPOCH + Duration::from_millis(second * 1000 + millis);
