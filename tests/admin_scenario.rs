@@ -34,22 +34,12 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use common::{
-    BAO_ROOT_TOKEN, HttpResponse, Kmscodec, Moto, OpenBao, http_request, kmscodec_cmd, repo_root,
-    temp_dir,
+    BAO_ROOT_TOKEN, HttpResponse, Kmscodec, Moto, OpenBao, b64, http_request, kmscodec_cmd,
+    repo_root, temp_dir, unb64,
 };
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-fn b64(bytes: &[u8]) -> String {
-    base64_simd::STANDARD.encode_to_string(bytes)
-}
-
-fn unb64(value: &Value) -> Vec<u8> {
-    base64_simd::STANDARD
-        .decode_to_vec(value.as_str().unwrap())
-        .unwrap()
-}
 
 /// A Payloads document holding one `json/plain` payload of `text`.
 fn document(text: &str) -> Value {

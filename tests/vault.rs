@@ -586,7 +586,7 @@ fn p256_public_pem(point: &[u8]) -> String {
 
 /// An ES256 JWT shaped like a projected Kubernetes service account token.
 fn service_account_jwt(pair: &aws_lc_rs::signature::EcdsaKeyPair, subject: &str) -> String {
-    let url = |bytes: &[u8]| base64_simd::URL_SAFE_NO_PAD.encode_to_string(bytes);
+    let url = common::b64url;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

@@ -1000,6 +1000,11 @@ pub fn b64(bytes: &[u8]) -> String {
     base64_simd::STANDARD.encode_to_string(bytes)
 }
 
+/// Unpadded URL-safe base64 (JWT segments, JWK coordinates).
+pub fn b64url(bytes: &[u8]) -> String {
+    base64_simd::URL_SAFE_NO_PAD.encode_to_string(bytes)
+}
+
 /// Decodes a JSON string of standard base64.
 pub fn unb64(value: &serde_json::Value) -> Vec<u8> {
     base64_simd::STANDARD
