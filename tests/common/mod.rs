@@ -12,6 +12,9 @@
 //! `VAULT_*`, `BAO_*`, `AWS_*`, `TEMPORAL_*` or `KMSCODEC_*` variables (so tests never read
 //! `~/.aws`, `~/.vault-token` or a Temporal profile), plus `AWS_EC2_METADATA_DISABLED=true`
 //! (no IMDS probes leave the machine).
+//!
+//! In-process tests that need a key backend to go down or slow down wrap a real provider in
+//! [`fake_provider::FakeProvider`] rather than breaking the backend itself.
 #![allow(dead_code)]
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -28,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod fake_provider;
 pub mod pki;
 pub mod sdk;
 
