@@ -34,22 +34,11 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use common::{
-    BAO_ROOT_TOKEN, HttpResponse, Kmscodec, Moto, OpenBao, http_request, kmscodec_cmd, repo_root,
-    temp_dir,
+    HttpResponse, Kmscodec, Moto, OpenBao, b64, http_request, kmscodec_cmd, temp_dir, unb64,
 };
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-fn b64(bytes: &[u8]) -> String {
-    base64_simd::STANDARD.encode_to_string(bytes)
-}
-
-fn unb64(value: &Value) -> Vec<u8> {
-    base64_simd::STANDARD
-        .decode_to_vec(value.as_str().unwrap())
-        .unwrap()
-}
 
 /// A Payloads document holding one `json/plain` payload of `text`.
 fn document(text: &str) -> Value {
@@ -135,45 +124,6 @@ fn secret_file(dir: &Path, name: &str, content: &str) -> PathBuf {
     fs::write(&path, content).unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
     path
-}
-
-// ---------------------------------------------------------------------------------------------
-// OpenBao setup with the shipped policies
-
-fn bao_api(bao: &OpenBao, token: &str, method: &str, path: &str, body: Option<Value>) -> Value {
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let reply = http_request(
-        method,
-        &format!("{}/v1/{path}", bao.addr()),
-        &[
-            ("Content-Type", "application/json"),
-            ("X-Vault-Token", token),
-        ],
-        body.as_bytes(),
-    )
-    .unwrap();
-    assert!(
-        (200..300).contains(&reply.status),
-        "{method} {path}: {} {}",
-        reply.status,
-        reply.text()
-    );
-    if reply.body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&reply.body).unwrap()
-    }
-}
-
-fn bao_token(bao: &OpenBao, policies: &[&str]) -> String {
-    let created = bao_api(
-        bao,
-        BAO_ROOT_TOKEN,
-        "POST",
-        "auth/token/create",
-        Some(json!({ "policies": policies, "no_default_policy": true, "ttl": "1h" })),
-    );
-    created["auth"]["client_token"].as_str().unwrap().to_owned()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -381,24 +331,13 @@ impl Fixture {
             Provider::Vault => {
                 let bao = OpenBao::start();
                 bao.enable_transit();
-                for (name, file) in [
-                    ("kmscodec-sidecar", "kmscodec-sidecar.hcl"),
-                    ("kmscodec-admin", "kmscodec-admin.hcl"),
-                ] {
-                    let text =
-                        fs::read_to_string(repo_root().join("policies/vault").join(file)).unwrap();
-                    bao_api(
-                        &bao,
-                        BAO_ROOT_TOKEN,
-                        "PUT",
-                        &format!("sys/policies/acl/{name}"),
-                        Some(json!({ "policy": text })),
-                    );
-                }
+                bao.write_policy("kmscodec-sidecar", "kmscodec-sidecar.hcl");
+                bao.write_policy("kmscodec-admin", "kmscodec-admin.hcl");
                 // As documented: the sidecar's tokens hold the decrypt-only policy too, which
                 // need not exist yet.
-                let sidecar = bao_token(&bao, &["kmscodec-sidecar", "kmscodec-decrypt-only"]);
-                let admin = bao_token(&bao, &["kmscodec-admin"]);
+                let sidecar =
+                    bao.token_with_policies(&["kmscodec-sidecar", "kmscodec-decrypt-only"]);
+                let admin = bao.token_with_policies(&["kmscodec-admin"]);
                 let config = |token: &Path| {
                     format!(
                         "[providers.vault]\nkind = \"vault\"\naddress = \"{}\"\ntimeout = \"2s\"\n\

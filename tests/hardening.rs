@@ -51,7 +51,7 @@ async fn a_flood_of_large_bodies_stays_under_the_memory_bound_and_health_answers
     let codec = Kmscodec::start_with(Some(&config), &[]);
     let url = codec.url();
     // A 4 MiB body: one payload of 3 MiB (base64 makes it 4 MiB of JSON).
-    let data = base64_simd::STANDARD.encode_to_string(vec![0x42u8; 3 << 20]);
+    let data = common::b64(&vec![0x42u8; 3 << 20]);
     let body = Arc::new(
         serde_json::json!({"payloads": [{"metadata": {"encoding": "YmluYXJ5L3BsYWlu"}, "data": data}]})
             .to_string(),

@@ -4,6 +4,8 @@
 //! serves (`Handler::call`, as the listener calls it): round trips, pass-through, CORS, and the
 //! bad-input table from `docs/configuration.md`.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use axum::body::Body;
@@ -14,6 +16,8 @@ use kmscodec::app;
 use kmscodec::config::Config;
 use kmscodec::server::http::{CodecHandler, handler};
 use kmscodec::server::listener::Handler;
+
+use common::{b64, unb64};
 
 struct Harness {
     handler: CodecHandler,
@@ -133,16 +137,6 @@ impl Harness {
         );
         reply.json()
     }
-}
-
-fn b64(bytes: &[u8]) -> String {
-    base64_simd::STANDARD.encode_to_string(bytes)
-}
-
-fn unb64(value: &Value) -> Vec<u8> {
-    base64_simd::STANDARD
-        .decode_to_vec(value.as_str().unwrap())
-        .unwrap()
 }
 
 fn payload(encoding: &str, data: &[u8]) -> Value {

@@ -1,8 +1,11 @@
 //! The keyring's guarantees, through the real codec and the local-file provider:
 //! no data key past its hard limit under concurrency, age-based rotation on a paused clock,
-//! KMS outage behaviour, and exactly one unwrap per data key however many decodes.
+//! KMS outage behaviour (the local file behind a switch, `common::fake_provider`), and exactly
+//! one unwrap per data key however many decodes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -11,8 +14,11 @@ use std::time::Duration;
 use kmscodec::codec::{Codec, CodecError, CodecOptions, ErrorClass, NamespaceCheck};
 use kmscodec::envelope;
 use kmscodec::keyring::{CacheOptions, Keyring, Limits, NamespacePolicy, Policies};
+use kmscodec::keys::KeyProvider;
 use kmscodec::keys::local_file::LocalFile;
 use kmscodec::payload::Payload;
+
+use common::fake_provider::{BackendControl, FakeProvider};
 
 const NS: &str = "orders";
 
@@ -22,10 +28,14 @@ struct Setup {
 }
 
 fn keyring_over(path: &std::path::Path, limits: Limits) -> Arc<Keyring> {
-    let local: Arc<LocalFile> = Arc::new(LocalFile::open(path).unwrap());
+    keyring_with(Arc::new(LocalFile::open(path).unwrap()), limits)
+}
+
+/// A keyring serving [`NS`] from `provider`.
+fn keyring_with(provider: Arc<dyn KeyProvider>, limits: Limits) -> Arc<Keyring> {
     let policy = NamespacePolicy {
         provider_name: "dev".into(),
-        provider: local,
+        provider,
         key: "dev".into(),
         limits,
         metrics_label: NS.into(),
@@ -220,16 +230,23 @@ async fn a_key_backend_outage_keeps_cached_work_going_then_fails_with_503_and_re
         None,
         Duration::from_millis(300),
     );
-    let Setup { dir, codec } = setup(limits);
+    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keyring.json");
-    let hidden = dir.path().join("keyring.json.away");
+    LocalFile::create(&path, "dev").unwrap();
+    // One backend behind a switch, for this process and (below) a replica.
+    let backend = BackendControl::new();
+    let over_backend = |limits| {
+        let local = Arc::new(LocalFile::open(&path).unwrap());
+        keyring_with(Arc::new(FakeProvider::new(local, backend.clone())), limits)
+    };
+    let codec = Codec::new(over_backend(limits), CodecOptions::default());
     let mut sealed = Vec::new();
     for i in 0..3 {
         sealed.push(encode_one(&codec, i).await.unwrap());
     }
 
     // The backend goes away.
-    std::fs::rename(&path, &hidden).unwrap();
+    backend.go_down();
     let opened = codec
         .decode(NamespaceCheck::Expect(NS), sealed.clone())
         .await
@@ -252,11 +269,7 @@ async fn a_key_backend_outage_keeps_cached_work_going_then_fails_with_503_and_re
     );
 
     // A replica with a cold cache cannot unwrap while the backend is down: 503 as well.
-    let replica = Codec::new(
-        keyring_over_when_back(&path, &hidden),
-        CodecOptions::default(),
-    );
-    std::fs::rename(&path, &hidden).unwrap();
+    let replica = Codec::new(over_backend(Limits::default()), CodecOptions::default());
     let error = replica
         .decode(NamespaceCheck::Expect(NS), sealed.clone())
         .await
@@ -264,7 +277,7 @@ async fn a_key_backend_outage_keeps_cached_work_going_then_fails_with_503_and_re
     assert_eq!(error.class(), ErrorClass::Unavailable, "{error}");
 
     // The backend returns: encodes recover with a new key, and the replica decodes.
-    std::fs::rename(&hidden, &path).unwrap();
+    backend.come_back();
     let recovered = encode_one(&codec, 11).await.unwrap();
     assert_ne!(data_key_of(&recovered), data_key_of(&sealed[9]));
     sealed.push(recovered);
@@ -273,13 +286,6 @@ async fn a_key_backend_outage_keeps_cached_work_going_then_fails_with_503_and_re
         .await
         .unwrap();
     assert_eq!(opened.len(), 11);
-}
-
-/// Opens a keyring over `path` after briefly restoring the file from `hidden` (a provider needs
-/// its file to start).
-fn keyring_over_when_back(path: &std::path::Path, hidden: &std::path::Path) -> Arc<Keyring> {
-    std::fs::rename(hidden, path).unwrap();
-    keyring_over(path, Limits::default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

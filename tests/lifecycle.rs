@@ -24,7 +24,7 @@ async fn sigterm_during_load_fails_no_in_flight_request() {
     let url = codec.url();
     let admin = codec.admin_url();
     // 1 MiB payloads keep each request in flight for a noticeable time.
-    let big = base64_simd::STANDARD.encode_to_string(vec![0x5a; 1 << 20]);
+    let big = common::b64(&vec![0x5a; 1 << 20]);
     let body = Arc::new(
         json!({"payloads": [{"metadata": {"encoding": "YmluYXJ5L3BsYWlu"}, "data": big}]})
             .to_string(),

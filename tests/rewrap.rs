@@ -17,17 +17,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use common::{kmscodec_cmd, temp_dir};
-
-fn b64(bytes: &[u8]) -> String {
-    base64_simd::STANDARD.encode_to_string(bytes)
-}
-
-fn unb64(value: &Value) -> Vec<u8> {
-    base64_simd::STANDARD
-        .decode_to_vec(value.as_str().unwrap())
-        .unwrap()
-}
+use common::{b64, kmscodec_cmd, temp_dir, unb64};
 
 /// Runs `kmscodec --config CONFIG ARGS` with `stdin`; (exit code, stdout, stderr).
 fn kmscodec(dir: &Path, args: &[&str], stdin: &[u8]) -> (Option<i32>, String, String) {

@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{Kmscodec, json_document};
+use common::{Kmscodec, b64url, json_document};
 use serde_json::{Value, json};
 
 const ISSUER: &str = "https://issuer.test";
@@ -20,10 +20,6 @@ const ORIGIN: &str = "http://127.0.0.1:8233";
 struct Issuer {
     key: jsonwebtoken::EncodingKey,
     jwks: Value,
-}
-
-fn b64url(bytes: &[u8]) -> String {
-    base64_simd::URL_SAFE_NO_PAD.encode_to_string(bytes)
 }
 
 impl Issuer {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Kmscodec, Temporal, python_workflow};
+use common::{Kmscodec, Temporal, b64, python_workflow, unb64};
 use serde_json::Value;
 
 /// Every object in `value` that looks like a Payload (has `metadata` and `data`).
@@ -21,10 +21,6 @@ fn payloads(value: &Value, out: &mut Vec<Value>) {
         Value::Array(items) => items.iter().for_each(|v| payloads(v, out)),
         _ => {}
     }
-}
-
-fn b64(text: &str) -> String {
-    base64_simd::STANDARD.encode_to_string(text.as_bytes())
 }
 
 #[test]
@@ -56,8 +52,8 @@ fn python_worker_payloads_are_sealed_in_history_and_the_cli_decodes_them() {
     ]);
     assert!(!raw.contains(secret), "plaintext in raw history:\n{raw}");
     for needle in [
-        b64(&format!("\"{secret}\"")),
-        b64(&format!("\"Hello, {secret}!\"")),
+        b64(format!("\"{secret}\"").as_bytes()),
+        b64(format!("\"Hello, {secret}!\"").as_bytes()),
     ] {
         assert!(!raw.contains(&needle), "base64 plaintext in raw history");
     }
@@ -69,7 +65,7 @@ fn python_worker_payloads_are_sealed_in_history_and_the_cli_decodes_them() {
         found.len() >= 3,
         "expected input, activity input/result and workflow result payloads:\n{raw}"
     );
-    let encrypted = b64("binary/encrypted");
+    let encrypted = b64(b"binary/encrypted");
     for payload in &found {
         assert_eq!(
             payload["metadata"]["encoding"],
@@ -100,12 +96,10 @@ fn python_worker_payloads_are_sealed_in_history_and_the_cli_decodes_them() {
         .map(|payload| {
             assert_eq!(
                 payload["metadata"]["encoding"],
-                Value::String(b64("json/plain")),
+                Value::String(b64(b"json/plain")),
                 "{payload}"
             );
-            let data = base64_simd::STANDARD
-                .decode_to_vec(payload["data"].as_str().unwrap())
-                .unwrap();
+            let data = unb64(&payload["data"]);
             String::from_utf8(data).unwrap()
         })
         .collect();
@@ -140,7 +134,7 @@ fn python_worker_payloads_are_sealed_in_history_and_the_cli_decodes_them() {
     let sealed_payloads = serde_json::json!({"payloads": found});
     let output = pipe(replica, &sealed_payloads.to_string());
     assert!(
-        output.contains(&b64(&format!("\"{secret}\""))),
+        output.contains(&b64(format!("\"{secret}\"").as_bytes())),
         "CLI decode did not restore the input:\n{output}"
     );
 }

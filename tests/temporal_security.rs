@@ -24,8 +24,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::{
-    Kmscodec, Temporal, hermetic_command, http_request, port_open, python_workflow, run, temp_dir,
-    tool, tools_dir,
+    Kmscodec, Temporal, b64, hermetic_command, http_request, port_open, python_workflow, run,
+    temp_dir, tool, tools_dir,
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -48,10 +48,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn b64(text: &str) -> String {
-    base64_simd::STANDARD.encode_to_string(text.as_bytes())
 }
 
 /// A random token (hex of 24 bytes from /dev/urandom).
@@ -298,8 +294,8 @@ impl Page {
     fn assert_sealed(&self) {
         for needle in [
             SECRET.to_string(),
-            b64(&format!("\"{SECRET}\"")),
-            b64(&format!("\"Hello, {SECRET}!\"")),
+            b64(format!("\"{SECRET}\"").as_bytes()),
+            b64(format!("\"Hello, {SECRET}!\"").as_bytes()),
         ] {
             assert!(
                 !self.text.contains(&needle),

@@ -12,95 +12,17 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
 use common::{
-    BAO_ROOT_TOKEN, ChildGuard, HttpResponse, Kmscodec, OpenBao, READY_TIMEOUT, b64, codec_post,
-    free_port, hermetic_command, http_request, json_document, json_of, port_open, repo_root,
-    temp_dir, tool, unb64, wait_for,
+    BAO_ROOT_TOKEN, Kmscodec, OpenBao, b64, codec_post, http_request, json_document, json_of,
+    temp_dir, unb64, wait_for,
 };
 
 // ---------------------------------------------------------------------------------------------
-// OpenBao helpers
-
-/// Calls the OpenBao HTTP API at `address` (`http://127.0.0.1:PORT`) with `token`.
-fn api(address: &str, token: &str, method: &str, path: &str, body: Option<Value>) -> HttpResponse {
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut headers = vec![("Content-Type", "application/json")];
-    if !token.is_empty() {
-        headers.push(("X-Vault-Token", token));
-    }
-    http_request(
-        method,
-        &format!("{address}/v1/{path}"),
-        &headers,
-        body.as_bytes(),
-    )
-    .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-}
-
-/// Like [`api`], panicking unless the answer is 2xx; returns the JSON body (null when empty).
-fn api_ok(address: &str, token: &str, method: &str, path: &str, body: Option<Value>) -> Value {
-    let reply = api(address, token, method, path, body);
-    assert!(
-        (200..300).contains(&reply.status),
-        "{method} {path}: {} {}",
-        reply.status,
-        reply.text()
-    );
-    if reply.body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&reply.body).unwrap()
-    }
-}
-
-fn policy_file(name: &str) -> PathBuf {
-    repo_root().join("policies/vault").join(name)
-}
-
-/// Loads a shipped policy file into OpenBao under `name`.
-fn write_policy(address: &str, root: &str, name: &str, file: &str) {
-    let text = fs::read_to_string(policy_file(file)).unwrap();
-    api_ok(
-        address,
-        root,
-        "PUT",
-        &format!("sys/policies/acl/{name}"),
-        Some(json!({ "policy": text })),
-    );
-}
-
-/// A token holding only `policy` (not even `default`).
-fn token_with_policy(address: &str, root: &str, policy: &str) -> String {
-    let created = api_ok(
-        address,
-        root,
-        "POST",
-        "auth/token/create",
-        Some(json!({ "policies": [policy], "no_default_policy": true, "ttl": "1h" })),
-    );
-    created["auth"]["client_token"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
-fn enable_transit_with_keys(address: &str, root: &str, keys: &[&str]) {
-    api_ok(
-        address,
-        root,
-        "POST",
-        "sys/mounts/transit",
-        Some(json!({"type": "transit"})),
-    );
-    for key in keys {
-        api_ok(address, root, "POST", &format!("transit/keys/{key}"), None);
-    }
-}
+// Files
 
 /// Writes a 0600 file holding `content` under `dir`.
 fn secret_file(dir: &Path, name: &str, content: &str) -> PathBuf {
@@ -108,100 +30,6 @@ fn secret_file(dir: &Path, name: &str, content: &str) -> PathBuf {
     fs::write(&path, content).unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
     path
-}
-
-/// `bao server` with integrated (raft) storage on disk, so its keys and tokens survive a restart
-/// on the same port (a dev server keeps everything in memory; OpenBao 2 has no `file` backend).
-/// Initialised with one unseal key and unsealed.
-struct PersistentBao {
-    guard: ChildGuard,
-    port: u16,
-    config: PathBuf,
-    unseal_key: String,
-    root_token: String,
-    dir: tempfile::TempDir,
-}
-
-impl PersistentBao {
-    fn start() -> PersistentBao {
-        let dir = temp_dir("openbao-file");
-        let port = free_port();
-        let cluster_port = free_port();
-        let data = dir.path().join("data");
-        fs::create_dir_all(&data).unwrap();
-        let config = dir.path().join("bao.hcl");
-        fs::write(
-            &config,
-            format!(
-                "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"node1\"\n}}\n\
-                 listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  \
-                 cluster_address = \"127.0.0.1:{cluster_port}\"\n  tls_disable = true\n}}\n\
-                 api_addr = \"http://127.0.0.1:{port}\"\n\
-                 cluster_addr = \"http://127.0.0.1:{cluster_port}\"\n",
-                data.display()
-            ),
-        )
-        .unwrap();
-        let guard = Self::spawn(dir.path(), &config, port);
-        let address = format!("http://127.0.0.1:{port}");
-        let init = api_ok(
-            &address,
-            "",
-            "PUT",
-            "sys/init",
-            Some(json!({"secret_shares": 1, "secret_threshold": 1})),
-        );
-        let mut bao = PersistentBao {
-            guard,
-            port,
-            config,
-            unseal_key: init["keys_base64"][0].as_str().unwrap().to_string(),
-            root_token: init["root_token"].as_str().unwrap().to_string(),
-            dir,
-        };
-        bao.unseal();
-        bao
-    }
-
-    fn spawn(dir: &Path, config: &Path, port: u16) -> ChildGuard {
-        let mut cmd = hermetic_command(tool("bao"), &dir.join("home"));
-        cmd.arg("server")
-            .arg(format!("-config={}", config.display()));
-        let mut guard = ChildGuard::spawn("openbao-file", cmd, dir);
-        guard.wait_ready("openbao listening", READY_TIMEOUT, || port_open(port));
-        guard
-    }
-
-    fn address(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn unseal(&mut self) {
-        let address = self.address();
-        api_ok(
-            &address,
-            "",
-            "PUT",
-            "sys/unseal",
-            Some(json!({"key": self.unseal_key})),
-        );
-        let health = format!("{address}/v1/sys/health");
-        self.guard
-            .wait_ready("openbao active (health 200)", READY_TIMEOUT, || {
-                common::http_status(&health) == Some(200)
-            });
-    }
-
-    /// Kills the server (SIGKILL).
-    fn stop(&mut self) {
-        self.guard.kill();
-    }
-
-    /// Starts it again on the same port and storage, and unseals it.
-    fn restart(&mut self) {
-        self.guard = Self::spawn(self.dir.path(), &self.config, self.port);
-        self.unseal();
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -270,18 +98,9 @@ fn count(haystack: &str, needle: &str) -> usize {
 fn sidecar_policy_token_round_trips_and_is_denied_everything_else() {
     let bao = OpenBao::start();
     let address = bao.addr();
-    enable_transit_with_keys(
-        &address,
-        BAO_ROOT_TOKEN,
-        &["kmscodec-alpha", "kmscodec-beta", "other-x"],
-    );
-    write_policy(
-        &address,
-        BAO_ROOT_TOKEN,
-        "kmscodec-sidecar",
-        "kmscodec-sidecar.hcl",
-    );
-    let token = token_with_policy(&address, BAO_ROOT_TOKEN, "kmscodec-sidecar");
+    bao.enable_transit_with_keys(&["kmscodec-alpha", "kmscodec-beta", "other-x"]);
+    bao.write_policy("kmscodec-sidecar", "kmscodec-sidecar.hcl");
+    let token = bao.token_with_policies(&["kmscodec-sidecar"]);
     let dir = temp_dir("vault-sidecar");
     let token_path = secret_file(dir.path(), "token", &format!("{token}\n"));
 
@@ -316,23 +135,21 @@ fn sidecar_policy_token_round_trips_and_is_denied_everything_else() {
     // The sidecar token, used directly: exactly datakey/wrapped + decrypt on kmscodec-*, and
     // its own lookup and renewal.
     let aad = b64(b"kmscodec/v1 namespace=alpha");
-    let datakey = api_ok(
-        &address,
+    let datakey = bao.api_ok(
         &token,
         "POST",
         "transit/datakey/wrapped/kmscodec-alpha",
         Some(json!({"associated_data": aad})),
     );
     let ciphertext = datakey["data"]["ciphertext"].as_str().unwrap().to_string();
-    api_ok(
-        &address,
+    bao.api_ok(
         &token,
         "POST",
         "transit/decrypt/kmscodec-alpha",
         Some(json!({"ciphertext": ciphertext, "associated_data": aad})),
     );
-    api_ok(&address, &token, "GET", "auth/token/lookup-self", None);
-    api_ok(&address, &token, "POST", "auth/token/renew-self", None);
+    bao.api_ok(&token, "GET", "auth/token/lookup-self", None);
+    bao.api_ok(&token, "POST", "auth/token/renew-self", None);
     let denied: &[(&str, &str, Option<Value>)] = &[
         ("POST", "transit/keys/kmscodec-new", None),
         ("POST", "transit/keys/other-y", None),
@@ -364,7 +181,7 @@ fn sidecar_policy_token_round_trips_and_is_denied_everything_else() {
         ("POST", "auth/token/create", Some(json!({}))),
     ];
     for (method, path, body) in denied {
-        let reply = api(&address, &token, method, path, body.clone());
+        let reply = bao.api(&token, method, path, body.clone());
         assert_eq!(
             reply.status,
             403,
@@ -385,28 +202,15 @@ fn sidecar_policy_token_round_trips_and_is_denied_everything_else() {
 #[test]
 fn admin_policy_administers_keys_but_never_touches_data() {
     let bao = OpenBao::start();
-    let address = bao.addr();
-    enable_transit_with_keys(&address, BAO_ROOT_TOKEN, &["other-x"]);
-    write_policy(
-        &address,
-        BAO_ROOT_TOKEN,
-        "kmscodec-admin",
-        "kmscodec-admin.hcl",
-    );
-    let admin = token_with_policy(&address, BAO_ROOT_TOKEN, "kmscodec-admin");
+    bao.enable_transit_with_keys(&["other-x"]);
+    bao.write_policy("kmscodec-admin", "kmscodec-admin.hcl");
+    let admin = bao.token_with_policies(&["kmscodec-admin"]);
 
-    api_ok(&address, &admin, "POST", "transit/keys/kmscodec-z", None);
-    api_ok(
-        &address,
-        &admin,
-        "POST",
-        "transit/keys/kmscodec-z/rotate",
-        None,
-    );
-    let key = api_ok(&address, &admin, "GET", "transit/keys/kmscodec-z", None);
+    bao.api_ok(&admin, "POST", "transit/keys/kmscodec-z", None);
+    bao.api_ok(&admin, "POST", "transit/keys/kmscodec-z/rotate", None);
+    let key = bao.api_ok(&admin, "GET", "transit/keys/kmscodec-z", None);
     assert_eq!(key["data"]["latest_version"], 2);
-    api_ok(
-        &address,
+    bao.api_ok(
         &admin,
         "POST",
         "transit/keys/kmscodec-z/config",
@@ -439,7 +243,7 @@ fn admin_policy_administers_keys_but_never_touches_data() {
         ("POST", "transit/keys/other-x/rotate", None),
     ];
     for (method, path, body) in denied {
-        let reply = api(&address, &admin, method, path, body.clone());
+        let reply = bao.api(&admin, method, path, body.clone());
         assert_eq!(
             reply.status,
             403,
@@ -447,14 +251,8 @@ fn admin_policy_administers_keys_but_never_touches_data() {
             reply.text()
         );
     }
-    api_ok(&address, &admin, "DELETE", "transit/keys/kmscodec-z", None);
-    let gone = api(
-        &address,
-        BAO_ROOT_TOKEN,
-        "GET",
-        "transit/keys/kmscodec-z",
-        None,
-    );
+    bao.api_ok(&admin, "DELETE", "transit/keys/kmscodec-z", None);
+    let gone = bao.api(BAO_ROOT_TOKEN, "GET", "transit/keys/kmscodec-z", None);
     assert_eq!(gone.status, 404, "{}", gone.text());
 }
 
@@ -466,29 +264,21 @@ fn admin_policy_administers_keys_but_never_touches_data() {
 fn approle_login_and_login_again_after_revocation() {
     let bao = OpenBao::start();
     let address = bao.addr();
-    enable_transit_with_keys(&address, BAO_ROOT_TOKEN, &["kmscodec-alpha"]);
-    write_policy(
-        &address,
-        BAO_ROOT_TOKEN,
-        "kmscodec-sidecar",
-        "kmscodec-sidecar.hcl",
-    );
-    api_ok(
-        &address,
+    bao.enable_transit_with_keys(&["kmscodec-alpha"]);
+    bao.write_policy("kmscodec-sidecar", "kmscodec-sidecar.hcl");
+    bao.api_ok(
         BAO_ROOT_TOKEN,
         "POST",
         "sys/auth/approle",
         Some(json!({"type": "approle"})),
     );
-    api_ok(
-        &address,
+    bao.api_ok(
         BAO_ROOT_TOKEN,
         "POST",
         "auth/approle/role/kmscodec",
         Some(json!({"token_policies": ["kmscodec-sidecar"], "token_ttl": "1h"})),
     );
-    let role_id = api_ok(
-        &address,
+    let role_id = bao.api_ok(
         BAO_ROOT_TOKEN,
         "GET",
         "auth/approle/role/kmscodec/role-id",
@@ -497,8 +287,7 @@ fn approle_login_and_login_again_after_revocation() {
         .as_str()
         .unwrap()
         .to_string();
-    let secret_id = api_ok(
-        &address,
+    let secret_id = bao.api_ok(
         BAO_ROOT_TOKEN,
         "POST",
         "auth/approle/role/kmscodec/secret-id",
@@ -586,7 +375,7 @@ fn p256_public_pem(point: &[u8]) -> String {
 
 /// An ES256 JWT shaped like a projected Kubernetes service account token.
 fn service_account_jwt(pair: &aws_lc_rs::signature::EcdsaKeyPair, subject: &str) -> String {
-    let url = |bytes: &[u8]| base64_simd::URL_SAFE_NO_PAD.encode_to_string(bytes);
+    let url = common::b64url;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -629,27 +418,20 @@ fn kubernetes_login_with_a_service_account_jwt() {
 
     let bao = OpenBao::start();
     let address = bao.addr();
-    enable_transit_with_keys(&address, BAO_ROOT_TOKEN, &["kmscodec-alpha"]);
-    write_policy(
-        &address,
-        BAO_ROOT_TOKEN,
-        "kmscodec-sidecar",
-        "kmscodec-sidecar.hcl",
-    );
+    bao.enable_transit_with_keys(&["kmscodec-alpha"]);
+    bao.write_policy("kmscodec-sidecar", "kmscodec-sidecar.hcl");
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
     let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
     let public_pem = p256_public_pem(pair.public_key().as_ref());
 
-    api_ok(
-        &address,
+    bao.api_ok(
         BAO_ROOT_TOKEN,
         "POST",
         "sys/auth/kubernetes",
         Some(json!({"type": "jwt"})),
     );
-    api_ok(
-        &address,
+    bao.api_ok(
         BAO_ROOT_TOKEN,
         "POST",
         "auth/kubernetes/config",
@@ -658,8 +440,7 @@ fn kubernetes_login_with_a_service_account_jwt() {
             "jwt_supported_algs": ["ES256"],
         })),
     );
-    api_ok(
-        &address,
+    bao.api_ok(
         BAO_ROOT_TOKEN,
         "POST",
         "auth/kubernetes/role/kmscodec",
@@ -723,22 +504,15 @@ fn kubernetes_login_with_a_service_account_jwt() {
 fn short_lived_tokens_are_renewed_and_replaced() {
     let bao = OpenBao::start();
     let address = bao.addr();
-    enable_transit_with_keys(&address, BAO_ROOT_TOKEN, &["kmscodec-alpha"]);
-    write_policy(
-        &address,
-        BAO_ROOT_TOKEN,
-        "kmscodec-sidecar",
-        "kmscodec-sidecar.hcl",
-    );
-    api_ok(
-        &address,
+    bao.enable_transit_with_keys(&["kmscodec-alpha"]);
+    bao.write_policy("kmscodec-sidecar", "kmscodec-sidecar.hcl");
+    bao.api_ok(
         BAO_ROOT_TOKEN,
         "POST",
         "sys/auth/approle",
         Some(json!({"type": "approle"})),
     );
-    api_ok(
-        &address,
+    bao.api_ok(
         BAO_ROOT_TOKEN,
         "POST",
         "auth/approle/role/short",
@@ -748,8 +522,7 @@ fn short_lived_tokens_are_renewed_and_replaced() {
             "token_max_ttl": "6s",
         })),
     );
-    let role_id = api_ok(
-        &address,
+    let role_id = bao.api_ok(
         BAO_ROOT_TOKEN,
         "GET",
         "auth/approle/role/short/role-id",
@@ -758,8 +531,7 @@ fn short_lived_tokens_are_renewed_and_replaced() {
         .as_str()
         .unwrap()
         .to_string();
-    let secret_id = api_ok(
-        &address,
+    let secret_id = bao.api_ok(
         BAO_ROOT_TOKEN,
         "POST",
         "auth/approle/role/short/secret-id",
@@ -812,16 +584,11 @@ fn short_lived_tokens_are_renewed_and_replaced() {
 /// the test unseals it, as a production server does.
 #[test]
 fn outage_keeps_cached_keys_working_and_recovers() {
-    let mut bao = PersistentBao::start();
-    let address = bao.address();
-    enable_transit_with_keys(&address, &bao.root_token, &["kmscodec-alpha"]);
-    write_policy(
-        &address,
-        &bao.root_token,
-        "kmscodec-sidecar",
-        "kmscodec-sidecar.hcl",
-    );
-    let token = token_with_policy(&address, &bao.root_token, "kmscodec-sidecar");
+    let mut bao = OpenBao::builder().persistent().start();
+    let address = bao.addr();
+    bao.enable_transit_with_keys(&["kmscodec-alpha"]);
+    bao.write_policy("kmscodec-sidecar", "kmscodec-sidecar.hcl");
+    let token = bao.token_with_policies(&["kmscodec-sidecar"]);
     let dir = temp_dir("vault-outage");
     // Readiness turns false once the provider has failed for readiness_grace (3 s here).
     let config = vault_config(
@@ -866,16 +633,11 @@ fn outage_keeps_cached_keys_working_and_recovers() {
 /// OpenBao is back, readiness recovers.
 #[test]
 fn readiness_outlasts_a_provider_outage_shorter_than_its_grace() {
-    let mut bao = PersistentBao::start();
-    let address = bao.address();
-    enable_transit_with_keys(&address, &bao.root_token, &["kmscodec-alpha"]);
-    write_policy(
-        &address,
-        &bao.root_token,
-        "kmscodec-sidecar",
-        "kmscodec-sidecar.hcl",
-    );
-    let token = token_with_policy(&address, &bao.root_token, "kmscodec-sidecar");
+    let mut bao = OpenBao::builder().persistent().start();
+    let address = bao.addr();
+    bao.enable_transit_with_keys(&["kmscodec-alpha"]);
+    bao.write_policy("kmscodec-sidecar", "kmscodec-sidecar.hcl");
+    let token = bao.token_with_policies(&["kmscodec-sidecar"]);
     let dir = temp_dir("vault-readiness");
     let config = vault_config(
         &address,
@@ -936,14 +698,9 @@ fn readiness_outlasts_a_provider_outage_shorter_than_its_grace() {
 fn kek_rotation_moves_new_data_keys_to_the_new_version() {
     let bao = OpenBao::start();
     let address = bao.addr();
-    enable_transit_with_keys(&address, BAO_ROOT_TOKEN, &["kmscodec-alpha"]);
-    write_policy(
-        &address,
-        BAO_ROOT_TOKEN,
-        "kmscodec-sidecar",
-        "kmscodec-sidecar.hcl",
-    );
-    let token = token_with_policy(&address, BAO_ROOT_TOKEN, "kmscodec-sidecar");
+    bao.enable_transit_with_keys(&["kmscodec-alpha"]);
+    bao.write_policy("kmscodec-sidecar", "kmscodec-sidecar.hcl");
+    let token = bao.token_with_policies(&["kmscodec-sidecar"]);
     let dir = temp_dir("vault-rotation");
     let config = vault_config(
         &address,
@@ -991,37 +748,12 @@ fn kek_rotation_moves_new_data_keys_to_the_new_version() {
 /// certificate is not trusted and readiness says so.
 #[test]
 fn https_with_a_ca_bundle() {
-    let dir = temp_dir("openbao-tls");
-    let port = free_port();
-    let certs = dir.path().join("certs");
-    fs::create_dir_all(&certs).unwrap();
-    let mut cmd = hermetic_command(tool("bao"), &dir.path().join("home"));
-    cmd.args(["server", "-dev", "-dev-tls"])
-        .arg(format!("-dev-root-token-id={BAO_ROOT_TOKEN}"))
-        .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
-        .arg(format!("-dev-tls-cert-dir={}", certs.display()));
-    let mut guard = ChildGuard::spawn("openbao-tls", cmd, dir.path());
-    let ca = certs.join("vault-ca.pem");
-    guard.wait_ready("openbao (tls) listening", READY_TIMEOUT, || {
-        port_open(port) && ca.exists()
-    });
-    let address = format!("https://127.0.0.1:{port}");
-    let bao = |args: &[&str]| -> Command {
-        let mut cmd = hermetic_command(tool("bao"), &dir.path().join("home"));
-        cmd.args(args)
-            .env("BAO_ADDR", &address)
-            .env("BAO_TOKEN", BAO_ROOT_TOKEN)
-            .env("BAO_CACERT", &ca);
-        cmd
-    };
-    common::run_ok(
-        bao(&["secrets", "enable", "transit"]),
-        Duration::from_secs(30),
-    );
-    common::run_ok(
-        bao(&["write", "-f", "transit/keys/kmscodec-alpha"]),
-        Duration::from_secs(30),
-    );
+    let bao = OpenBao::builder().tls().start();
+    let address = bao.addr();
+    let ca = bao.ca_cert().unwrap().to_path_buf();
+    bao.enable_transit();
+    bao.create_transit_key("kmscodec-alpha");
+    let dir = temp_dir("vault-tls");
     let token_path = secret_file(dir.path(), "token", BAO_ROOT_TOKEN);
     let mut config = vault_config(
         &address,
@@ -1095,29 +827,17 @@ mod in_process {
     async fn error_classes_describe_and_latency() {
         let bao = tokio::task::spawn_blocking(OpenBao::start).await.unwrap();
         let address = bao.addr();
-        let setup_address = address.clone();
-        tokio::task::spawn_blocking(move || {
-            enable_transit_with_keys(
-                &setup_address,
-                BAO_ROOT_TOKEN,
-                &["kmscodec-alpha", "kmscodec-deleted", "other-x"],
-            );
-            write_policy(
-                &setup_address,
-                BAO_ROOT_TOKEN,
-                "kmscodec-sidecar",
-                "kmscodec-sidecar.hcl",
-            );
-            api_ok(
-                &setup_address,
+        // The fixture's calls block: off the runtime's workers, as in a spawn_blocking.
+        tokio::task::block_in_place(|| {
+            bao.enable_transit_with_keys(&["kmscodec-alpha", "kmscodec-deleted", "other-x"]);
+            bao.write_policy("kmscodec-sidecar", "kmscodec-sidecar.hcl");
+            bao.api_ok(
                 BAO_ROOT_TOKEN,
                 "POST",
                 "transit/keys/kmscodec-alpha/config",
                 Some(json!({"auto_rotate_period": "24h"})),
             );
-        })
-        .await
-        .unwrap();
+        });
         let root = provider(&address, BAO_ROOT_TOKEN, 2);
         root.health().await.unwrap();
 
@@ -1185,18 +905,14 @@ mod in_process {
         );
 
         // Disabled: a soft-deleted key.
-        let setup_address = address.clone();
-        tokio::task::spawn_blocking(move || {
-            api_ok(
-                &setup_address,
+        tokio::task::block_in_place(|| {
+            bao.api_ok(
                 BAO_ROOT_TOKEN,
                 "DELETE",
                 "transit/keys/kmscodec-deleted/soft-delete",
                 None,
             )
-        })
-        .await
-        .unwrap();
+        });
         let disabled = root.generate_data_key("alpha", "kmscodec-deleted").await;
         assert!(
             matches!(disabled, Err(ProviderError::Disabled(_))),
@@ -1204,12 +920,8 @@ mod in_process {
         );
 
         // Denied: the sidecar policy on a key outside kmscodec-*, and on describe.
-        let setup_address = address.clone();
-        let sidecar_token = tokio::task::spawn_blocking(move || {
-            token_with_policy(&setup_address, BAO_ROOT_TOKEN, "kmscodec-sidecar")
-        })
-        .await
-        .unwrap();
+        let sidecar_token =
+            tokio::task::block_in_place(|| bao.token_with_policies(&["kmscodec-sidecar"]));
         let sidecar = provider(&address, &sidecar_token, 2);
         sidecar.health().await.unwrap();
         let denied = sidecar.generate_data_key("alpha", "other-x").await;
@@ -1228,19 +940,14 @@ mod in_process {
             .unwrap();
 
         // A revoked token: refused, and (a given token cannot log in again) denied.
-        let revoke_address = address.clone();
-        let revoked = sidecar_token.clone();
-        tokio::task::spawn_blocking(move || {
-            api_ok(
-                &revoke_address,
+        tokio::task::block_in_place(|| {
+            bao.api_ok(
                 BAO_ROOT_TOKEN,
                 "POST",
                 "auth/token/revoke",
-                Some(json!({"token": revoked})),
+                Some(json!({"token": sidecar_token})),
             )
-        })
-        .await
-        .unwrap();
+        });
         let refused = sidecar.generate_data_key("alpha", "kmscodec-alpha").await;
         match refused {
             Err(ProviderError::Denied(message)) => {

@@ -12,6 +12,9 @@
 //! `VAULT_*`, `BAO_*`, `AWS_*`, `TEMPORAL_*` or `KMSCODEC_*` variables (so tests never read
 //! `~/.aws`, `~/.vault-token` or a Temporal profile), plus `AWS_EC2_METADATA_DISABLED=true`
 //! (no IMDS probes leave the machine).
+//!
+//! In-process tests that need a key backend to go down or slow down wrap a real provider in
+//! [`fake_provider::FakeProvider`] rather than breaking the backend itself.
 #![allow(dead_code)]
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -28,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod fake_provider;
 pub mod pki;
 pub mod sdk;
 
@@ -616,21 +620,86 @@ impl Temporal {
 // ---------------------------------------------------------------------------------------------
 // OpenBao
 
-/// `bao server -dev` (in-memory, unsealed, root token [`BAO_ROOT_TOKEN`]).
+/// A `bao server` on 127.0.0.1, started by [`OpenBaoBuilder::start`]: the one place that knows
+/// how to run OpenBao for the tests.
+///
+/// - [`OpenBao::start`] (the default): a dev server, in memory, unsealed, root token
+///   [`BAO_ROOT_TOKEN`]; ready when `GET /v1/sys/health` answers 200.
+/// - [`OpenBaoBuilder::tls`]: the same dev server on https with its own CA
+///   ([`OpenBao::ca_cert`]); ready when it listens and the CA file is written.
+/// - [`OpenBaoBuilder::persistent`]: integrated (raft) storage on disk, initialised with one
+///   unseal key and unsealed, so its keys and tokens survive [`OpenBao::stop`] and
+///   [`OpenBao::restart`] on the same port (a dev server keeps everything in memory; OpenBao 2
+///   has no `file` backend). Its root token is the one `sys/init` returned.
 pub struct OpenBao {
     pub guard: ChildGuard,
     pub port: u16,
+    /// The root token.
     pub token: String,
+    mode: BaoMode,
     dir: TempDir,
 }
 
+/// How an [`OpenBao`] runs.
+enum BaoMode {
+    /// `bao server -dev`, with the dev CA when on https.
+    Dev { ca_cert: Option<PathBuf> },
+    /// `bao server -config=FILE` on raft storage, unsealed with `unseal_key`.
+    Persistent { config: PathBuf, unseal_key: String },
+}
+
+/// What [`OpenBao::builder`] starts.
+#[derive(Debug, Default)]
+pub struct OpenBaoBuilder {
+    persistent: bool,
+    tls: bool,
+}
+
+impl OpenBaoBuilder {
+    /// Raft storage on disk, initialised and unsealed; survives a restart.
+    pub fn persistent(mut self) -> Self {
+        self.persistent = true;
+        self
+    }
+
+    /// A dev server on https (`-dev-tls`), its CA at [`OpenBao::ca_cert`].
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
+    /// Starts the server on a free loopback port and waits until it is ready.
+    pub fn start(self) -> OpenBao {
+        match (self.persistent, self.tls) {
+            (false, false) => OpenBao::start_dev(),
+            (false, true) => OpenBao::start_dev_tls(),
+            (true, false) => OpenBao::start_persistent(),
+            (true, true) => panic!("a persistent OpenBao on https is not implemented"),
+        }
+    }
+}
+
 impl OpenBao {
-    /// Starts the dev server; ready when `GET /v1/sys/health` answers 200.
+    /// What to start: a dev server unless the builder says otherwise.
+    pub fn builder() -> OpenBaoBuilder {
+        OpenBaoBuilder::default()
+    }
+
+    /// Starts a dev server (in memory, http, root token [`BAO_ROOT_TOKEN`]).
     pub fn start() -> OpenBao {
+        OpenBao::builder().start()
+    }
+
+    /// A `bao` command (any arguments) with a hermetic environment and HOME in `dir`; the dev
+    /// server writes ~/.vault-token there.
+    fn command(dir: &Path) -> Command {
+        hermetic_command(tool("bao"), &dir.join("home"))
+    }
+
+    fn start_dev() -> OpenBao {
         let dir = temp_dir("openbao");
         let port = free_port();
-        // HOME is private: the dev server writes ~/.vault-token.
-        let mut cmd = hermetic_command(tool("bao"), &dir.path().join("home"));
+        let mut cmd = OpenBao::command(dir.path());
         cmd.args(["server", "-dev"])
             .arg(format!("-dev-root-token-id={BAO_ROOT_TOKEN}"))
             .arg(format!("-dev-listen-address=127.0.0.1:{port}"));
@@ -643,21 +712,160 @@ impl OpenBao {
             guard,
             port,
             token: BAO_ROOT_TOKEN.to_string(),
+            mode: BaoMode::Dev { ca_cert: None },
             dir,
         }
     }
 
-    /// `http://127.0.0.1:PORT`.
-    pub fn addr(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+    fn start_dev_tls() -> OpenBao {
+        let dir = temp_dir("openbao-tls");
+        let port = free_port();
+        let certs = dir.path().join("certs");
+        fs::create_dir_all(&certs).expect("create certs dir");
+        let mut cmd = OpenBao::command(dir.path());
+        cmd.args(["server", "-dev", "-dev-tls"])
+            .arg(format!("-dev-root-token-id={BAO_ROOT_TOKEN}"))
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .arg(format!("-dev-tls-cert-dir={}", certs.display()));
+        let mut guard = ChildGuard::spawn("openbao-tls", cmd, dir.path());
+        let ca = certs.join("vault-ca.pem");
+        guard.wait_ready("openbao (tls) listening", READY_TIMEOUT, || {
+            port_open(port) && ca.exists()
+        });
+        OpenBao {
+            guard,
+            port,
+            token: BAO_ROOT_TOKEN.to_string(),
+            mode: BaoMode::Dev { ca_cert: Some(ca) },
+            dir,
+        }
     }
 
-    /// A `bao` CLI command talking to this server as root (BAO_ADDR/BAO_TOKEN set).
+    fn start_persistent() -> OpenBao {
+        let dir = temp_dir("openbao-file");
+        let port = free_port();
+        let cluster_port = free_port();
+        let data = dir.path().join("data");
+        fs::create_dir_all(&data).expect("create raft data dir");
+        let config = dir.path().join("bao.hcl");
+        fs::write(
+            &config,
+            format!(
+                "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"node1\"\n}}\n\
+                 listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  \
+                 cluster_address = \"127.0.0.1:{cluster_port}\"\n  tls_disable = true\n}}\n\
+                 api_addr = \"http://127.0.0.1:{port}\"\n\
+                 cluster_addr = \"http://127.0.0.1:{cluster_port}\"\n",
+                data.display()
+            ),
+        )
+        .expect("write bao.hcl");
+        let guard = OpenBao::spawn_persistent(dir.path(), &config, port);
+        let address = format!("http://127.0.0.1:{port}");
+        let init = bao_api_ok(
+            &address,
+            "",
+            "PUT",
+            "sys/init",
+            Some(serde_json::json!({"secret_shares": 1, "secret_threshold": 1})),
+        );
+        let mut bao = OpenBao {
+            guard,
+            port,
+            token: init["root_token"]
+                .as_str()
+                .expect("sys/init root_token")
+                .to_string(),
+            mode: BaoMode::Persistent {
+                config,
+                unseal_key: init["keys_base64"][0]
+                    .as_str()
+                    .expect("sys/init keys_base64")
+                    .to_string(),
+            },
+            dir,
+        };
+        bao.unseal();
+        bao
+    }
+
+    /// Starts `bao server -config=CONFIG` and waits until it listens (it is sealed then).
+    fn spawn_persistent(dir: &Path, config: &Path, port: u16) -> ChildGuard {
+        let mut cmd = OpenBao::command(dir);
+        cmd.arg("server")
+            .arg(format!("-config={}", config.display()));
+        let mut guard = ChildGuard::spawn("openbao-file", cmd, dir);
+        guard.wait_ready("openbao listening", READY_TIMEOUT, || port_open(port));
+        guard
+    }
+
+    /// Unseals a persistent server and waits until it is active (health 200).
+    fn unseal(&mut self) {
+        let BaoMode::Persistent { unseal_key, .. } = &self.mode else {
+            panic!("only a persistent OpenBao is sealed");
+        };
+        let address = self.addr();
+        bao_api_ok(
+            &address,
+            "",
+            "PUT",
+            "sys/unseal",
+            Some(serde_json::json!({"key": unseal_key})),
+        );
+        let health = format!("{address}/v1/sys/health");
+        self.guard
+            .wait_ready("openbao active (health 200)", READY_TIMEOUT, || {
+                http_status(&health) == Some(200)
+            });
+    }
+
+    /// Kills the server (SIGKILL).
+    pub fn stop(&mut self) {
+        self.guard.kill();
+    }
+
+    /// Starts a persistent server again on the same port and storage, and unseals it.
+    pub fn restart(&mut self) {
+        let BaoMode::Persistent { config, .. } = &self.mode else {
+            panic!("only a persistent OpenBao keeps its state over a restart");
+        };
+        self.guard.kill();
+        self.guard = OpenBao::spawn_persistent(self.dir.path(), config, self.port);
+        self.unseal();
+    }
+
+    /// `http://127.0.0.1:PORT` (`https://` with [`OpenBaoBuilder::tls`]).
+    pub fn addr(&self) -> String {
+        let scheme = match &self.mode {
+            BaoMode::Dev { ca_cert: Some(_) } => "https",
+            _ => "http",
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA that signed the server's certificate, with [`OpenBaoBuilder::tls`].
+    pub fn ca_cert(&self) -> Option<&Path> {
+        match &self.mode {
+            BaoMode::Dev { ca_cert } => ca_cert.as_deref(),
+            BaoMode::Persistent { .. } => None,
+        }
+    }
+
+    /// The server's temp dir (storage, config, log, HOME of the CLI).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A `bao` CLI command talking to this server as root (BAO_ADDR/BAO_TOKEN set, and
+    /// BAO_CACERT on https).
     pub fn cli(&self, args: &[&str]) -> Command {
-        let mut cmd = hermetic_command(tool("bao"), &self.dir.path().join("home"));
+        let mut cmd = OpenBao::command(self.dir.path());
         cmd.args(args)
             .env("BAO_ADDR", self.addr())
             .env("BAO_TOKEN", &self.token);
+        if let Some(ca) = self.ca_cert() {
+            cmd.env("BAO_CACERT", ca);
+        }
         cmd
     }
 
@@ -674,6 +882,118 @@ impl OpenBao {
     /// `bao write -f transit/keys/NAME` (aes256-gcm96).
     pub fn create_transit_key(&self, name: &str) {
         self.cli_ok(&["write", "-f", &format!("transit/keys/{name}")]);
+    }
+
+    /// Calls the HTTP API (not on https) with `token`: see [`bao_api`].
+    pub fn api(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> HttpResponse {
+        bao_api(&self.addr(), token, method, path, body)
+    }
+
+    /// Like [`OpenBao::api`], panicking unless the answer is 2xx: see [`bao_api_ok`].
+    pub fn api_ok(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        bao_api_ok(&self.addr(), token, method, path, body)
+    }
+
+    /// Mounts transit (through the API, as root) and creates `keys` in it.
+    pub fn enable_transit_with_keys(&self, keys: &[&str]) {
+        self.api_ok(
+            &self.token,
+            "POST",
+            "sys/mounts/transit",
+            Some(serde_json::json!({"type": "transit"})),
+        );
+        for key in keys {
+            self.api_ok(&self.token, "POST", &format!("transit/keys/{key}"), None);
+        }
+    }
+
+    /// Loads the shipped policy file `policies/vault/FILE` under `name` (as root).
+    pub fn write_policy(&self, name: &str, file: &str) {
+        let path = repo_root().join("policies/vault").join(file);
+        let text = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        self.api_ok(
+            &self.token,
+            "PUT",
+            &format!("sys/policies/acl/{name}"),
+            Some(serde_json::json!({ "policy": text })),
+        );
+    }
+
+    /// A token (1 h) holding only `policies`, not even `default`.
+    pub fn token_with_policies(&self, policies: &[&str]) -> String {
+        let created = self.api_ok(
+            &self.token,
+            "POST",
+            "auth/token/create",
+            Some(serde_json::json!({
+                "policies": policies, "no_default_policy": true, "ttl": "1h"
+            })),
+        );
+        created["auth"]["client_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("auth/token/create: no auth.client_token in {created}"))
+            .to_string()
+    }
+}
+
+/// Calls the OpenBao HTTP API at `address` (`http://127.0.0.1:PORT`): `METHOD /v1/PATH` with a
+/// JSON `body`, and `token` as `X-Vault-Token` unless empty. Panics only when the server cannot
+/// be reached.
+pub fn bao_api(
+    address: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> HttpResponse {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut headers = vec![("Content-Type", "application/json")];
+    if !token.is_empty() {
+        headers.push(("X-Vault-Token", token));
+    }
+    http_request(
+        method,
+        &format!("{address}/v1/{path}"),
+        &headers,
+        body.as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// Like [`bao_api`], panicking unless the answer is 2xx; returns the JSON body (null when
+/// empty).
+pub fn bao_api_ok(
+    address: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let reply = bao_api(address, token, method, path, body);
+    assert!(
+        (200..300).contains(&reply.status),
+        "{method} {path}: {} {}",
+        reply.status,
+        reply.text()
+    );
+    if reply.body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&reply.body)
+            .unwrap_or_else(|e| panic!("{method} {path}: bad JSON ({e}): {}", reply.text()))
     }
 }
 
@@ -998,6 +1318,11 @@ pub fn python_workflow(
 /// Standard base64.
 pub fn b64(bytes: &[u8]) -> String {
     base64_simd::STANDARD.encode_to_string(bytes)
+}
+
+/// Unpadded URL-safe base64 (JWT segments, JWK coordinates).
+pub fn b64url(bytes: &[u8]) -> String {
+    base64_simd::URL_SAFE_NO_PAD.encode_to_string(bytes)
 }
 
 /// Decodes a JSON string of standard base64.
