@@ -1,4 +1,11 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Tests time real servers by the wall clock and find their tools through the environment,
+// which clippy.toml refuses in src/.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 //! The AWS KMS provider against a real KMS-compatible server (`moto_server`, started per test on
 //! loopback): round trips through the kmscodec binary's HTTP codec, the encryption context as

@@ -2,7 +2,9 @@
 //! checks answer; load shedding answers 503 with Retry-After; oversized heads get 431; TLS is
 //! served and a rotated certificate is picked up without a restart.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Tests time real servers by the wall clock and find their tools through the environment,
+// which clippy.toml refuses in src/.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 mod common;
 
@@ -216,11 +218,13 @@ fn an_oversized_request_head_gets_431() {
     let codec = Kmscodec::start_with(Some(&config), &[]);
     let mut stream = TcpStream::connect(("127.0.0.1", codec.port)).unwrap();
     let big = "a".repeat(64 << 10);
-    write!(
+    // The server answers 431 and closes once the head passes its limit, usually before the
+    // rest is written: a broken pipe here is the expected end of the write, not a failure. The
+    // answer already sent stays readable.
+    let _ = write!(
         stream,
         "POST /encode HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Namespace: n\r\nX-Big: {big}\r\nContent-Length: 2\r\n\r\n{{}}"
-    )
-    .unwrap();
+    );
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();

@@ -1,4 +1,6 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Tests time real servers by the wall clock and find their tools through the environment,
+// which clippy.toml refuses in src/.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 //! The Temporal Codec Server HTTP protocol, driven in process through the handler production
 //! serves (`Handler::call`, as the listener calls it): round trips, pass-through, CORS, and the

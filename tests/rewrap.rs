@@ -4,7 +4,14 @@
 //! what they held; the others come back byte for byte; progress goes to stderr. A document with
 //! one damaged payload of ours fails whole, with nothing on stdout.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Tests time real servers by the wall clock and find their tools through the environment,
+// which clippy.toml refuses in src/.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

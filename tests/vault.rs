@@ -1,4 +1,11 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Tests time real servers by the wall clock and find their tools through the environment,
+// which clippy.toml refuses in src/.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 //! The Vault transit provider against a real OpenBao server (`bao`, from `$KMSCODEC_TOOLS`),
 //! through the real kmscodec binary and HTTP codec where the acceptance list of issue 4 asks
