@@ -223,6 +223,57 @@ async fn data_keys_rotate_at_their_configured_age_and_retired_keys_still_decode(
     );
 }
 
+/// A slow key backend: an encode that needs a data key waits at most `rotation_wait`, then gets
+/// 503, never as long as the backend takes; callers waiting meanwhile share the one mint in
+/// flight, which goes on after they gave up, so later encodes seal with its key and the backend
+/// was asked once. (Real time: the local file provider works on a blocking thread, which a
+/// paused clock would skip past. The bounds are wide for a busy machine.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_key_backend_bounds_the_wait_and_mints_once() {
+    let limits = Limits::new(
+        1_000,
+        2_000,
+        Duration::from_secs(3600),
+        None,
+        Duration::from_millis(300),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyring.json");
+    LocalFile::create(&path, "dev").unwrap();
+    let backend = BackendControl::new();
+    backend.set_latency(Duration::from_secs(3));
+    let local = Arc::new(LocalFile::open(&path).unwrap());
+    let codec = Codec::new(
+        keyring_with(Arc::new(FakeProvider::new(local, backend.clone())), limits),
+        CodecOptions::default(),
+    );
+
+    let started = std::time::Instant::now();
+    let (first, second) = tokio::join!(encode_one(&codec, 0), encode_one(&codec, 1));
+    let waited = started.elapsed();
+    for result in [first, second] {
+        let error = result.unwrap_err();
+        assert_eq!(error.class(), ErrorClass::Unavailable, "{error}");
+    }
+    assert!(
+        (Duration::from_millis(300)..Duration::from_millis(2500)).contains(&waited),
+        "encodes waited {waited:?} for a data key (rotation_wait 300 ms, backend 3 s)"
+    );
+
+    // The one mint lands when the backend answers; then encodes seal with its key.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while codec.keyring().stats().provider_call_count("generate") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mint never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    encode_one(&codec, 2).await.unwrap();
+    encode_one(&codec, 3).await.unwrap();
+    assert_eq!(codec.keyring().stats().provider_call_count("generate"), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_backend_outage_keeps_cached_work_going_then_fails_with_503_and_recovers() {
     let limits = Limits::new(

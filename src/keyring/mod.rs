@@ -167,6 +167,22 @@ struct Inner {
     stats: Stats,
 }
 
+impl Inner {
+    /// Removes `keys` from the namespace map, if it is still the entry for its namespace.
+    fn unregister(&self, keys: &Arc<NamespaceKeys>) {
+        let _guard = self.insert_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.namespaces.load_full();
+        if current
+            .get(&keys.namespace)
+            .is_some_and(|entry| Arc::ptr_eq(entry, keys))
+        {
+            let mut next = HashMap::clone(&current);
+            next.remove(&keys.namespace);
+            self.namespaces.store(Arc::new(next));
+        }
+    }
+}
+
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Keyring")
@@ -374,16 +390,13 @@ impl Keyring {
                 },
             };
             let rotation = self.start_rotation(&keys, current.as_ref(), reason);
-            let error = match tokio::time::timeout_at(deadline, rotation).await {
+            // A caller that gives up leaves the mint running: its key serves the next encode.
+            // (A namespace whose first mint fails gives up its slot in the mint task.)
+            return match tokio::time::timeout_at(deadline, rotation).await {
                 Ok(Ok(_)) => continue,
-                Ok(Err(error)) => error,
-                Err(_) => KeyringError::Timeout(limits.rotation_wait),
+                Ok(Err(error)) => Err(error),
+                Err(_) => Err(KeyringError::Timeout(limits.rotation_wait)),
             };
-            // A namespace that never got a data key does not keep its slot.
-            if keys.serial.load(Ordering::Acquire) == 0 {
-                self.unregister(&keys);
-            }
-            return Err(error);
         }
     }
 
@@ -436,6 +449,10 @@ impl Keyring {
                 task_keys.rotation_failures.fetch_add(1, Ordering::Relaxed);
             }
             *task_keys.inflight.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            // A namespace that never got a data key does not keep its slot.
+            if result.is_err() && task_keys.serial.load(Ordering::Acquire) == 0 {
+                inner.unregister(&task_keys);
+            }
             result
         });
         let rotation = async move {
@@ -449,24 +466,6 @@ impl Keyring {
         .shared();
         *slot = Some(rotation.clone());
         rotation
-    }
-
-    /// Removes `keys` from the namespace map, if it is still the entry for its namespace.
-    fn unregister(&self, keys: &Arc<NamespaceKeys>) {
-        let _guard = self
-            .inner
-            .insert_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let current = self.inner.namespaces.load_full();
-        if current
-            .get(&keys.namespace)
-            .is_some_and(|entry| Arc::ptr_eq(entry, keys))
-        {
-            let mut next = HashMap::clone(&current);
-            next.remove(&keys.namespace);
-            self.inner.namespaces.store(Arc::new(next));
-        }
     }
 
     /// Forgets every namespace served by the wildcard entry that has had no encode for the idle
@@ -494,7 +493,7 @@ impl Keyring {
             .cloned()
             .collect();
         for keys in &stale {
-            self.unregister(keys);
+            self.inner.unregister(keys);
             if let Some(key) = keys.active.swap(None) {
                 key.retired.store(true, Ordering::Release);
             }
