@@ -602,6 +602,7 @@ async fn sealed_by(
             tokio::spawn(connection);
             let request = http::Request::post("/encode")
                 .header("host", "127.0.0.1")
+                .header("content-type", "application/json")
                 .header("x-namespace", "bench")
                 .body(Full::new(json_body(inputs)))
                 .map_err(|e| e.to_string())?;
@@ -609,12 +610,20 @@ async fn sealed_by(
                 .send_request(request)
                 .await
                 .map_err(|e| e.to_string())?;
+            let status = response.status();
             let body = response
                 .into_body()
                 .collect()
                 .await
                 .map_err(|e| e.to_string())?
                 .to_bytes();
+            if status != 200 {
+                return Err(format!(
+                    "{} refused to seal the decode scenario's payloads: {status} {}",
+                    server.label,
+                    String::from_utf8_lossy(&body)
+                ));
+            }
             payload::from_json(&body).map_err(|e| e.to_string())
         }
         Transport::Grpc => {
@@ -650,6 +659,14 @@ impl<'a> Load<'a> {
             Op::Encode => inputs.clone(),
             Op::Decode => sealed_by(server, scenario.transport, &inputs).await?,
         };
+        if request_payloads.len() != inputs.len() {
+            return Err(format!(
+                "{} returned {} payloads for {} inputs",
+                server.label,
+                request_payloads.len(),
+                inputs.len()
+            ));
+        }
         Ok(Self {
             server,
             scenario,
