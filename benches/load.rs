@@ -955,7 +955,10 @@ fn machine() -> serde_json::Value {
         .unwrap_or_default();
     json!({
         "cpu": model,
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        // The machine's CPUs, not this process's affinity (the bench runs pinned to one).
+        "cpus": std::fs::read_to_string("/proc/cpuinfo")
+            .map(|text| text.lines().filter(|line| line.starts_with("processor")).count())
+            .unwrap_or(0),
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
     })
 }
