@@ -100,7 +100,7 @@ mod wire;
 
 use wire::{
     AuthAnswer, CallError, DataAnswer, DataKeyData, DecryptData, KeyData, LoginAuth, LookupData,
-    RawCall, RawPost, RenewAuth, build_error, error_chain, error_message, http_request, parse,
+    RawCall, RenewAuth, build_error, error_chain, error_message, http_request, parse,
 };
 
 /// The prefix of the associated data that binds a wrapped data key to its namespace.
@@ -604,13 +604,7 @@ impl KeyProvider for VaultTransit {
         let path = format!("{}/datakey/wrapped/{key}", self.mount);
         let answer = self
             .call(|client: &VaultClient| {
-                http_request(
-                    client,
-                    RawPost {
-                        path: path.clone(),
-                        body: body.clone(),
-                    },
-                )
+                http_request(client, RawCall::post(path.clone(), body.clone()))
             })
             .await
             .and_then(|body| parse::<DataAnswer<DataKeyData>>(&body, "datakey"))

@@ -193,10 +193,7 @@ impl VaultTransit {
             .send(&session.client, &|client: &VaultClient| {
                 http_request(
                     client,
-                    RawPost {
-                        path: "auth/token/renew-self".to_owned(),
-                        body: b"{}".to_vec(),
-                    },
+                    RawCall::post("auth/token/renew-self".to_owned(), b"{}".to_vec()),
                 )
             })
             .await

@@ -93,10 +93,7 @@ fn requests_carry_version_token_and_namespace() {
         "http://127.0.0.1:8200/v1/auth/approle/login"
     );
     assert!(request.headers().get("x-vault-token").is_none());
-    let datakey = RawPost {
-        path: "transit/datakey/wrapped/kmscodec-a".to_owned(),
-        body: Vec::new(),
-    };
+    let datakey = RawCall::post("transit/datakey/wrapped/kmscodec-a".to_owned(), Vec::new());
     let request = http_request(&client, datakey).unwrap_or_else(|_| panic!("datakey"));
     assert_eq!(
         request.uri().to_string(),

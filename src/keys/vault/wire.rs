@@ -103,37 +103,24 @@ pub(super) fn error_message(body: &[u8]) -> String {
     message
 }
 
-/// A POST request vaultrs 0.8 does not offer in usable form (datakey with associated data,
-/// renew-self), sent through its middleware like the typed ones.
-pub(super) struct RawPost {
-    pub(super) path: String,
-    pub(super) body: Vec<u8>,
-}
-
-impl Endpoint for RawPost {
-    /// Unused: answers are read by this module, not by rustify.
-    type Response = ();
-    const REQUEST_BODY_TYPE: RequestType = RequestType::JSON;
-    const RESPONSE_BODY_TYPE: ResponseType = ResponseType::JSON;
-
-    fn path(&self) -> String {
-        self.path.clone()
-    }
-
-    fn method(&self) -> RequestMethod {
-        RequestMethod::POST
-    }
-
-    fn body(&self) -> Result<Option<Vec<u8>>, rustify::errors::ClientError> {
-        Ok(Some(self.body.clone()))
-    }
-}
-
-/// Any request of the administration calls: a method, a path and an optional JSON body.
+/// A request sent as raw JSON through vaultrs's middleware like the typed ones: the calls
+/// vaultrs 0.8 does not offer in usable form (datakey with associated data, renew-self) and the
+/// administration calls. A method, a path and an optional JSON body.
 pub(super) struct RawCall {
     pub(super) method: RequestMethod,
     pub(super) path: String,
     pub(super) body: Option<Vec<u8>>,
+}
+
+impl RawCall {
+    /// `POST path` with a JSON `body`.
+    pub(super) fn post(path: String, body: Vec<u8>) -> Self {
+        Self {
+            method: RequestMethod::POST,
+            path,
+            body: Some(body),
+        }
+    }
 }
 
 impl Endpoint for RawCall {
