@@ -77,6 +77,41 @@ impl<'a> Fields<'a> {
         self.table.and_then(|table| table.get(key))
     }
 
+    /// The table `key` of per-namespace tables (`[KEY."name"]`): each entry whose name is `*`
+    /// or a valid namespace and whose value is a table, with its problem path. A problem is
+    /// recorded for every other entry (a bad name still has its table returned, so its fields
+    /// are checked too).
+    pub(crate) fn namespace_tables(
+        &mut self,
+        key: &'static str,
+        problems: &mut Vec<Problem>,
+    ) -> Vec<(&'a String, String, &'a toml::Table)> {
+        let Some(namespaces) = self.table(key, problems) else {
+            return Vec::new();
+        };
+        let prefix = self.field_path(key);
+        let mut tables = Vec::with_capacity(namespaces.len());
+        for (name, value) in namespaces {
+            let path = format!("{prefix}.{}", path_segment(name));
+            if name != "*"
+                && let Err(error) = Namespace::new(name)
+            {
+                problems.push(Problem {
+                    path: path.clone(),
+                    message: error.to_string(),
+                });
+            }
+            match value {
+                toml::Value::Table(table) => tables.push((name, path, table)),
+                other => problems.push(Problem {
+                    path,
+                    message: format!("expected a table, found {}", other.type_str()),
+                }),
+            }
+        }
+        tables
+    }
+
     pub(crate) fn problem(
         &self,
         problems: &mut Vec<Problem>,
@@ -312,25 +347,17 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 
 /// A table key as a segment of a problem's path: bare when it is a plain word, quoted otherwise.
 pub(crate) fn path_segment(name: &str) -> String {
-    if !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
+    if is_bare_key(name) {
         name.to_owned()
     } else {
         format!("{name:?}")
     }
 }
 
-/// Records a problem at `path` unless `name`, a table key, is `*` or a valid namespace.
-pub(crate) fn namespace_key(name: &str, path: &str, problems: &mut Vec<Problem>) {
-    if name != "*"
-        && let Err(error) = Namespace::new(name)
-    {
-        problems.push(Problem {
-            path: path.to_owned(),
-            message: error.to_string(),
-        });
-    }
+/// Whether `name` can stand as a bare TOML key (letters, digits, `_` and `-`).
+pub(crate) fn is_bare_key(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }

@@ -48,7 +48,8 @@ use crate::server::admin_api::AdminConfig;
 use crate::server::http::CorsConfig;
 use crate::server::{ServerConfig, UiConfig};
 use crate::storage::StorageSettings;
-use fields::{Fields, namespace_key, path_segment};
+pub(crate) use fields::is_bare_key;
+use fields::{Fields, path_segment};
 
 /// Where the codec listens when nothing else is configured.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8089";
@@ -401,87 +402,74 @@ fn parse_root(
         }
     }
 
-    if let Some(namespaces) = fields.table("namespaces", problems) {
-        for (name, value) in namespaces {
-            let path = format!("namespaces.{}", path_segment(name));
-            namespace_key(name, &path, problems);
-            let toml::Value::Table(table) = value else {
-                problems.push(Problem {
-                    path,
-                    message: format!("expected a table, found {}", value.type_str()),
-                });
-                continue;
-            };
-            let mut ns_fields = Fields::new(path.clone(), Some(table));
-            let provider = ns_fields.string("provider", problems);
-            let key = ns_fields.string("key", problems);
-            match &provider {
-                None => ns_fields.problem(
-                    problems,
-                    "provider",
-                    "missing (name a provider from [providers])",
-                ),
-                Some(provider) if !config.providers.contains_key(provider) => {
-                    let known: Vec<_> = config.providers.keys().cloned().collect();
-                    ns_fields.problem(
-                        problems,
-                        "provider",
-                        format!(
-                            "unknown provider {provider:?} (configured: {})",
-                            if known.is_empty() {
-                                "none".to_owned()
-                            } else {
-                                known.join(", ")
-                            }
-                        ),
-                    );
-                }
-                Some(_) => {}
-            }
-            match &key {
-                None => ns_fields.problem(
-                    problems,
-                    "key",
-                    "missing (the key-encryption key reference)",
-                ),
-                Some(key) if key.is_empty() => {
-                    ns_fields.problem(problems, "key", "must not be empty")
-                }
-                Some(key) if key.contains("{namespace}") && name != "*" => ns_fields.problem(
-                    problems,
-                    "key",
-                    "{namespace} is only allowed in the \"*\" entry",
-                ),
-                Some(_) => {}
-            }
-            if let (Some(provider), Some(key)) = (&provider, &key)
-                && matches!(
-                    config.providers.get(provider),
-                    Some(ProviderConfig::Vault(_))
-                )
-                && !key.is_empty()
-                && !valid_transit_key_name(&key.replace("{namespace}", "ns"))
-            {
+    for (name, path, table) in fields.namespace_tables("namespaces", problems) {
+        let mut ns_fields = Fields::new(path.clone(), Some(table));
+        let provider = ns_fields.string("provider", problems);
+        let key = ns_fields.string("key", problems);
+        match &provider {
+            None => ns_fields.problem(
+                problems,
+                "provider",
+                "missing (name a provider from [providers])",
+            ),
+            Some(provider) if !config.providers.contains_key(provider) => {
+                let known: Vec<_> = config.providers.keys().cloned().collect();
                 ns_fields.problem(
                     problems,
-                    "key",
+                    "provider",
                     format!(
-                        "{key:?} is not a valid transit key name (letters, digits, '_', '-' and \
-                         '.', with a letter, digit or '_' at each end)"
+                        "unknown provider {provider:?} (configured: {})",
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 );
             }
-            let limits = limits::parse(ns_fields, &default_limits, &["provider", "key"], problems);
-            if let (Some(provider), Some(key)) = (provider, key) {
-                config.namespaces.insert(
-                    name.clone(),
-                    NamespaceConfig {
-                        provider,
-                        key,
-                        limits,
-                    },
-                );
-            }
+            Some(_) => {}
+        }
+        match &key {
+            None => ns_fields.problem(
+                problems,
+                "key",
+                "missing (the key-encryption key reference)",
+            ),
+            Some(key) if key.is_empty() => ns_fields.problem(problems, "key", "must not be empty"),
+            Some(key) if key.contains("{namespace}") && name != "*" => ns_fields.problem(
+                problems,
+                "key",
+                "{namespace} is only allowed in the \"*\" entry",
+            ),
+            Some(_) => {}
+        }
+        if let (Some(provider), Some(key)) = (&provider, &key)
+            && matches!(
+                config.providers.get(provider),
+                Some(ProviderConfig::Vault(_))
+            )
+            && !key.is_empty()
+            && !valid_transit_key_name(&key.replace("{namespace}", "ns"))
+        {
+            ns_fields.problem(
+                problems,
+                "key",
+                format!(
+                    "{key:?} is not a valid transit key name (letters, digits, '_', '-' and \
+                     '.', with a letter, digit or '_' at each end)"
+                ),
+            );
+        }
+        let limits = limits::parse(ns_fields, &default_limits, &["provider", "key"], problems);
+        if let (Some(provider), Some(key)) = (provider, key) {
+            config.namespaces.insert(
+                name.clone(),
+                NamespaceConfig {
+                    provider,
+                    key,
+                    limits,
+                },
+            );
         }
     }
     // Provider-specific key syntax, reported with the namespace's path.

@@ -1,7 +1,7 @@
 //! `[external_storage]`: drivers (with their bucket allowlists) and per-namespace rules, read
 //! into the storage module's own settings.
 
-use super::fields::{Fields, Problem, namespace_key, path_segment};
+use super::fields::{Fields, Problem};
 use super::provider::parse_aws;
 use crate::storage::settings::{
     DEFAULT_MAX_OBJECT_BYTES, DEFAULT_S3_TIMEOUT, DriverKind, DriverSettings, NamespaceStorage,
@@ -45,20 +45,9 @@ pub(super) fn parse(table: &toml::Table, problems: &mut Vec<Problem>) -> Storage
             ),
         ),
     }
-    if let Some(namespaces) = fields.table("namespaces", problems) {
-        for (name, value) in namespaces {
-            let path = format!("external_storage.namespaces.{}", path_segment(name));
-            namespace_key(name, &path, problems);
-            let toml::Value::Table(table) = value else {
-                problems.push(Problem {
-                    path,
-                    message: format!("expected a table, found {}", value.type_str()),
-                });
-                continue;
-            };
-            let rules = parse_namespace(&path, table, &settings.drivers, problems);
-            settings.namespaces.insert(name.clone(), rules);
-        }
+    for (name, path, table) in fields.namespace_tables("namespaces", problems) {
+        let rules = parse_namespace(&path, table, &settings.drivers, problems);
+        settings.namespaces.insert(name.clone(), rules);
     }
     fields.finish(problems);
     settings

@@ -76,11 +76,7 @@ fn provider_names(config: &Config) -> String {
 
 /// `NAME` as a TOML table key: bare when it is a plain word, quoted otherwise.
 pub(super) fn toml_key(name: &str) -> String {
-    if !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
+    if crate::config::is_bare_key(name) {
         name.to_owned()
     } else {
         toml_string(name)
