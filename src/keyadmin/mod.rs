@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 
 use crate::audit::ADMIN_TARGET;
 use crate::keys::aws_kms;
-use crate::keys::{ProviderConfig, ProviderError, ShredRequest};
+use crate::keys::{KeyAdmin, ProviderConfig, ProviderError, ShredRequest};
 pub use report::{
     CreateReport, DataKeyReport, DescribeReport, KeyChangeReport, ListReport, ListRow, ShredReport,
     SidecarUsage,
@@ -131,6 +131,26 @@ fn audited<T>(
         Err(error) => audit("cli", op, target, Err(error)),
     }
     result
+}
+
+/// One call to the target's key-encryption key for `op`: a failure is named after the
+/// operation and the key, and the audit line is written either way (`detail` describes a
+/// success).
+async fn kek_call<T>(
+    admin: &Admin,
+    op: &str,
+    target: &Target,
+    call: impl AsyncFnOnce(&dyn KeyAdmin) -> Result<T, ProviderError>,
+    detail: impl FnOnce(&T) -> String,
+) -> Result<T, AdminError> {
+    let result = match admin.provider_for(target) {
+        Ok(kek) => call(&*kek).await.map_err(provider_error(format!(
+            "{op} {} key {}",
+            target.provider_kind, target.key
+        ))),
+        Err(error) => Err(error),
+    };
+    audited(op, target, detail, result)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -329,25 +349,17 @@ pub async fn rotate(
     client: Option<&SidecarClient>,
 ) -> Result<KeyChangeReport, AdminError> {
     let target = admin.target(namespace, None, None, false)?;
-    let result = async {
-        let kek = admin.provider_for(&target)?;
-        kek.rotate_kek(&target.key)
-            .await
-            .map_err(provider_error(format!(
-                "rotate {} key {}",
-                target.provider_kind, target.key
-            )))
-    }
-    .await;
-    let rotated = audited(
+    let rotated = kek_call(
+        admin,
         "rotate",
         &target,
+        async |kek| kek.rotate_kek(&target.key).await,
         |rotated| match rotated.version {
             Some(version) => format!("new version v{version}"),
             None => "rotated".to_owned(),
         },
-        result,
-    )?;
+    )
+    .await?;
     let mut notes = rotated.notes;
     let outcomes = match client {
         Some(client) => client.rotate_data_key(sidecars, &target.namespace).await,
@@ -407,17 +419,14 @@ pub async fn set_decrypt_only(
     } else {
         "enable-encrypt"
     };
-    let result = async {
-        let kek = admin.provider_for(&target)?;
-        kek.set_decrypt_only(&target.key, decrypt_only)
-            .await
-            .map_err(provider_error(format!(
-                "{op} {} key {}",
-                target.provider_kind, target.key
-            )))
-    }
-    .await;
-    let mut notes = audited(op, &target, |notes| notes.join("; "), result)?;
+    let mut notes = kek_call(
+        admin,
+        op,
+        &target,
+        async |kek| kek.set_decrypt_only(&target.key, decrypt_only).await,
+        |notes| notes.join("; "),
+    )
+    .await?;
     let mut outcomes = Vec::new();
     if decrypt_only {
         match client {
@@ -616,17 +625,14 @@ pub async fn shred(
 /// `keys cancel-shred`: cancels a scheduled destruction while its waiting period lasts.
 pub async fn cancel_shred(admin: &Admin, namespace: &str) -> Result<KeyChangeReport, AdminError> {
     let target = admin.target(namespace, None, None, false)?;
-    let result = async {
-        let kek = admin.provider_for(&target)?;
-        kek.cancel_shred(&target.key)
-            .await
-            .map_err(provider_error(format!(
-                "cancel-shred {} key {}",
-                target.provider_kind, target.key
-            )))
-    }
-    .await;
-    let notes = audited("cancel-shred", &target, |notes| notes.join("; "), result)?;
+    let notes = kek_call(
+        admin,
+        "cancel-shred",
+        &target,
+        async |kek| kek.cancel_shred(&target.key).await,
+        |notes| notes.join("; "),
+    )
+    .await?;
     Ok(KeyChangeReport {
         operation: "cancel-shred",
         shared_with: admin.shared_with(&target),
