@@ -212,19 +212,18 @@ pub(crate) async fn keys(
     command: KeysCommand,
 ) -> Result<(), Failure> {
     let admin = Admin::new(config);
+    // The checked `--sidecar` URLs and their client (none without any URL).
     let sidecars = |args: &SidecarArgs| {
-        sidecar_client(
+        let found = sidecar_client(
             admin.config(),
             &args.sidecars,
             args.sidecar_token_file.as_deref(),
         )
-        .map_err(admin_failure)
-    };
-    let urls = |client: &Option<(Vec<String>, SidecarClient)>| {
-        client
-            .as_ref()
-            .map(|(urls, _)| urls.clone())
-            .unwrap_or_default()
+        .map_err(admin_failure)?;
+        Ok::<_, Failure>(match found {
+            Some((urls, client)) => (urls, Some(client)),
+            None => (Vec::new(), None),
+        })
     };
     match command {
         KeysCommand::Init { .. } => Err(Failure::usage("keys init is handled before")),
@@ -251,15 +250,10 @@ pub(crate) async fn keys(
             }
         }
         KeysCommand::Describe { namespace, sidecar } => {
-            let client = sidecars(&sidecar)?;
-            let report = keyadmin::describe(
-                &admin,
-                &namespace,
-                &urls(&client),
-                client.as_ref().map(|(_, client)| client),
-            )
-            .await
-            .map_err(admin_failure)?;
+            let (urls, client) = sidecars(&sidecar)?;
+            let report = keyadmin::describe(&admin, &namespace, &urls, client.as_ref())
+                .await
+                .map_err(admin_failure)?;
             print_report(output, || report.table(), &report);
             match report.sidecars.iter().filter(|s| s.error.is_some()).count() {
                 0 => Ok(()),
@@ -270,15 +264,10 @@ pub(crate) async fn keys(
             }
         }
         KeysCommand::Rotate { namespace, sidecar } => {
-            let client = sidecars(&sidecar)?;
-            let report = keyadmin::rotate(
-                &admin,
-                &namespace,
-                &urls(&client),
-                client.as_ref().map(|(_, client)| client),
-            )
-            .await
-            .map_err(admin_failure)?;
+            let (urls, client) = sidecars(&sidecar)?;
+            let report = keyadmin::rotate(&admin, &namespace, &urls, client.as_ref())
+                .await
+                .map_err(admin_failure)?;
             print_report(output, || report.table(), &report);
             sidecars_told(&report.sidecars, "the key-encryption key was rotated")
         }
@@ -291,7 +280,7 @@ pub(crate) async fn keys(
                 sidecars: sidecar_urls,
                 sidecar_token_file,
             };
-            let Some((urls, client)) = sidecars(&args)? else {
+            let (urls, Some(client)) = sidecars(&args)? else {
                 return Err(Failure::usage("rotate-data-key needs --sidecar URL"));
             };
             let report = keyadmin::rotate_data_keys(&admin, &namespace, &urls, &client)
@@ -301,16 +290,11 @@ pub(crate) async fn keys(
             sidecars_told(&report.sidecars, "some data keys were rotated")
         }
         KeysCommand::DisableEncrypt { namespace, sidecar } => {
-            let client = sidecars(&sidecar)?;
-            let report = keyadmin::set_decrypt_only(
-                &admin,
-                &namespace,
-                true,
-                &urls(&client),
-                client.as_ref().map(|(_, client)| client),
-            )
-            .await
-            .map_err(admin_failure)?;
+            let (urls, client) = sidecars(&sidecar)?;
+            let report =
+                keyadmin::set_decrypt_only(&admin, &namespace, true, &urls, client.as_ref())
+                    .await
+                    .map_err(admin_failure)?;
             print_report(output, || report.table(), &report);
             sidecars_told(&report.sidecars, "the namespace is decrypt-only")
         }
@@ -338,15 +322,10 @@ pub(crate) async fn keys(
             };
             // Every argument is checked before any provider or process is contacted.
             keyadmin::check_shred(&admin, &args).map_err(admin_failure)?;
-            let client = sidecars(&sidecar)?;
-            let report = keyadmin::shred(
-                &admin,
-                &args,
-                &urls(&client),
-                client.as_ref().map(|(_, client)| client),
-            )
-            .await
-            .map_err(admin_failure)?;
+            let (urls, client) = sidecars(&sidecar)?;
+            let report = keyadmin::shred(&admin, &args, &urls, client.as_ref())
+                .await
+                .map_err(admin_failure)?;
             print_report(output, || report.table(), &report);
             sidecars_told(&report.sidecars, "the key was shredded")
         }
