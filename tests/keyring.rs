@@ -49,6 +49,35 @@ fn keyring_with(provider: Arc<dyn KeyProvider>, limits: Limits) -> Arc<Keyring> 
     Arc::new(Keyring::new(policies, &CacheOptions::default(), 16))
 }
 
+/// A local keyring file behind a [`BackendControl`] switch, as a key backend that can go down
+/// or slow down; [`FakeBackend::keyring`] opens one more process's keyring over it.
+struct FakeBackend {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    control: BackendControl,
+}
+
+impl FakeBackend {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        LocalFile::create(&path, "dev").unwrap();
+        Self {
+            _dir: dir,
+            path,
+            control: BackendControl::new(),
+        }
+    }
+
+    fn keyring(&self, limits: Limits) -> Arc<Keyring> {
+        let local = Arc::new(LocalFile::open(&self.path).unwrap());
+        keyring_with(
+            Arc::new(FakeProvider::new(local, self.control.clone())),
+            limits,
+        )
+    }
+}
+
 fn setup(limits: Limits) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keyring.json");
@@ -237,16 +266,9 @@ async fn a_slow_key_backend_bounds_the_wait_and_mints_once() {
         None,
         Duration::from_millis(300),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("keyring.json");
-    LocalFile::create(&path, "dev").unwrap();
-    let backend = BackendControl::new();
-    backend.set_latency(Duration::from_secs(3));
-    let local = Arc::new(LocalFile::open(&path).unwrap());
-    let codec = Codec::new(
-        keyring_with(Arc::new(FakeProvider::new(local, backend.clone())), limits),
-        CodecOptions::default(),
-    );
+    let backend = FakeBackend::new();
+    backend.control.set_latency(Duration::from_secs(3));
+    let codec = Codec::new(backend.keyring(limits), CodecOptions::default());
 
     let started = std::time::Instant::now();
     let (first, second) = tokio::join!(encode_one(&codec, 0), encode_one(&codec, 1));
@@ -283,23 +305,16 @@ async fn a_key_backend_outage_keeps_cached_work_going_then_fails_with_503_and_re
         None,
         Duration::from_millis(300),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("keyring.json");
-    LocalFile::create(&path, "dev").unwrap();
     // One backend behind a switch, for this process and (below) a replica.
-    let backend = BackendControl::new();
-    let over_backend = |limits| {
-        let local = Arc::new(LocalFile::open(&path).unwrap());
-        keyring_with(Arc::new(FakeProvider::new(local, backend.clone())), limits)
-    };
-    let codec = Codec::new(over_backend(limits), CodecOptions::default());
+    let backend = FakeBackend::new();
+    let codec = Codec::new(backend.keyring(limits), CodecOptions::default());
     let mut sealed = Vec::new();
     for i in 0..3 {
         sealed.push(encode_one(&codec, i).await.unwrap());
     }
 
     // The backend goes away.
-    backend.go_down();
+    backend.control.go_down();
     let opened = codec
         .decode(NamespaceCheck::Expect(NS), sealed.clone())
         .await
@@ -322,7 +337,7 @@ async fn a_key_backend_outage_keeps_cached_work_going_then_fails_with_503_and_re
     );
 
     // A replica with a cold cache cannot unwrap while the backend is down: 503 as well.
-    let replica = Codec::new(over_backend(Limits::default()), CodecOptions::default());
+    let replica = Codec::new(backend.keyring(Limits::default()), CodecOptions::default());
     let error = replica
         .decode(NamespaceCheck::Expect(NS), sealed.clone())
         .await
@@ -330,7 +345,7 @@ async fn a_key_backend_outage_keeps_cached_work_going_then_fails_with_503_and_re
     assert_eq!(error.class(), ErrorClass::Unavailable, "{error}");
 
     // The backend returns: encodes recover with a new key, and the replica decodes.
-    backend.come_back();
+    backend.control.come_back();
     let recovered = encode_one(&codec, 11).await.unwrap();
     assert_ne!(data_key_of(&recovered), data_key_of(&sealed[9]));
     sealed.push(recovered);
